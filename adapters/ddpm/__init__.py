@@ -1,0 +1,1 @@
+"""gaussspec.adapters.ddpm (under construction)."""

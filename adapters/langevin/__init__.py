@@ -1,0 +1,1 @@
+"""gaussspec.adapters.langevin (under construction)."""

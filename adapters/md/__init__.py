@@ -1,0 +1,1 @@
+"""gaussspec.adapters.md (under construction)."""

@@ -1,0 +1,264 @@
+"""Covariances shared by a target kernel and its draft.
+
+Every covariance is a noise factor ``L`` (``Sigma = L L^T``) batched over chains. It knows how to
+
+* draw standard noise ``xi`` of its noise shape and map it to state space, ``L xi``;
+* whiten a mean gap, ``Delta = L^+ gap`` (ALGORITHMS section 2 and 6);
+* tell whether a gap lies outside the range of ``L`` (then draft and target are mutually
+  singular and the residual is the target itself, ALGORITHMS section 6).
+
+Whitening and the range test run in float64 whatever the factor's dtype. A gap counts as inside the
+range when its component orthogonal to the range is below ``range_rtol`` times the size of the
+means it came from: rounding of the means themselves, not a real disagreement.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import attrs
+import torch
+
+__all__ = [
+    "Covariance",
+    "IsotropicCovariance",
+    "DiagonalCovariance",
+    "DenseCovariance",
+    "FactorCovariance",
+]
+
+_F64 = torch.float64
+
+
+def _as_tensor(value, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (int, float)):
+        return torch.tensor(float(value), dtype=_F64)
+    raise TypeError(f"{name} must be a torch.Tensor or a float, got {type(value).__name__}")
+
+
+def _check_finite(tensor: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} must be finite; it holds NaN or inf")
+
+
+def _batch_norm(tensor: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over all dims but the first."""
+    return tensor.reshape(tensor.shape[0], -1).norm(dim=1)
+
+
+class Covariance(abc.ABC):
+    """A batched noise factor ``L`` with ``Sigma = L L^T``."""
+
+    @abc.abstractmethod
+    def noise_shape(self, event_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one chain's standard noise ``xi`` for states of ``event_shape``."""
+
+    @abc.abstractmethod
+    def apply(self, noise: torch.Tensor, event_shape: tuple[int, ...]) -> torch.Tensor:
+        """``L xi`` for ``noise`` of shape ``(B, *noise_shape)``, returned as ``(B, *event_shape)``."""
+
+    @abc.abstractmethod
+    def _whiten(self, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L^+ gap, L L^+ gap)`` in float64 for a float64 gap ``(B, *event)``."""
+
+    def whiten(
+        self, gap: torch.Tensor, scale: torch.Tensor, range_rtol: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map a mean gap to noise space and test that it lies in the range of ``L``.
+
+        Args:
+            gap: ``m_q - m_p``, shape ``(B, *event)``.
+            scale: ``(B,)`` size of the means the gap came from (rounding reference).
+            range_rtol: Relative tolerance for the component outside the range.
+
+        Returns:
+            ``(delta_vector, in_range)``: ``L^+ gap`` of shape ``(B, *noise)`` in float64, and a
+            ``(B,)`` bool tensor, False where draft and target are mutually singular.
+        """
+        gap = gap.to(_F64)
+        whitened, projected = self._whiten(gap)
+        outside = _batch_norm(gap - projected)  # ALGORITHMS section 6: the gap off range(L)
+        in_range = outside <= range_rtol * scale.to(_F64) + torch.finfo(_F64).tiny
+        return whitened, in_range
+
+    def draw(
+        self,
+        batch: int,
+        event_shape: tuple[int, ...],
+        generator: torch.Generator | None,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """Standard normal noise ``xi`` of shape ``(batch, *noise_shape)`` in float64."""
+        shape = (batch, *self.noise_shape(event_shape))
+        return torch.randn(shape, generator=generator, device=device, dtype=_F64)
+
+
+def _per_chain(std: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Reshape a scalar or ``(B,)`` std so that it broadcasts against ``(B, *event)``."""
+    if std.ndim == 0:
+        return std
+    return std.reshape(std.shape[0], *([1] * (ndim - 1)))
+
+
+@attrs.frozen
+class IsotropicCovariance(Covariance):
+    """``L = std * I``; ``std`` is a scalar or one value per chain, zeros allowed.
+
+    Args:
+        std: Non-negative standard deviation, a float, a 0-d tensor or a ``(B,)`` tensor.
+    """
+
+    std: torch.Tensor = attrs.field(converter=lambda v: _as_tensor(v, "std"))
+
+    @std.validator
+    def _check(self, attribute, value):
+        if value.ndim > 1:
+            raise ValueError(
+                f"IsotropicCovariance std must be a scalar or a (B,) tensor, got shape "
+                f"{tuple(value.shape)}; use DiagonalCovariance for a per-coordinate std"
+            )
+        _check_finite(value, "IsotropicCovariance std")
+        if (value < 0).any():
+            raise ValueError("IsotropicCovariance std must be >= 0 (zeros allowed), got a negative value")
+
+    def noise_shape(self, event_shape):
+        return tuple(event_shape)
+
+    def apply(self, noise, event_shape):
+        return _per_chain(self.std.to(noise.device, noise.dtype), noise.ndim) * noise  # L xi
+
+    def _whiten(self, gap):
+        std = _per_chain(self.std.to(gap.device, _F64), gap.ndim).expand_as(gap)
+        positive = std > 0
+        safe = torch.where(positive, std, torch.ones_like(std))
+        whitened = torch.where(positive, gap / safe, torch.zeros_like(gap))  # Delta = L^+ gap
+        projected = torch.where(positive, gap, torch.zeros_like(gap))  # L L^+ gap
+        return whitened, projected
+
+
+@attrs.frozen
+class DiagonalCovariance(Covariance):
+    """``L = diag(std)``; ``std`` broadcasts against ``(B, *event)``, zeros allowed.
+
+    Args:
+        std: Non-negative per-coordinate standard deviations, shape ``(*event)`` or
+            ``(B, *event)`` (or anything that broadcasts against ``(B, *event)``).
+    """
+
+    std: torch.Tensor = attrs.field(converter=lambda v: _as_tensor(v, "std"))
+
+    @std.validator
+    def _check(self, attribute, value):
+        _check_finite(value, "DiagonalCovariance std")
+        if (value < 0).any():
+            raise ValueError("DiagonalCovariance std must be >= 0 (zeros allowed), got a negative value")
+
+    def noise_shape(self, event_shape):
+        return tuple(event_shape)
+
+    def apply(self, noise, event_shape):
+        return self.std.to(noise.device, noise.dtype) * noise  # L xi
+
+    def _whiten(self, gap):
+        std = self.std.to(gap.device, _F64).expand_as(gap)
+        positive = std > 0
+        safe = torch.where(positive, std, torch.ones_like(std))
+        whitened = torch.where(positive, gap / safe, torch.zeros_like(gap))  # Delta = L^+ gap
+        projected = torch.where(positive, gap, torch.zeros_like(gap))  # L L^+ gap
+        return whitened, projected
+
+
+def _check_matrix(value: torch.Tensor, name: str) -> None:
+    if value.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must have shape (d, n) or (B, d, n), got shape {tuple(value.shape)}"
+        )
+    _check_finite(value, name)
+
+
+@attrs.frozen
+class DenseCovariance(Covariance):
+    """``L`` a lower-triangular Cholesky factor, shape ``(d, d)`` or ``(B, d, d)``.
+
+    States of any event shape are flattened to ``d`` coordinates.
+
+    Args:
+        cholesky: Lower-triangular, non-singular (positive diagonal) factor.
+    """
+
+    cholesky: torch.Tensor = attrs.field(converter=lambda v: _as_tensor(v, "cholesky"))
+
+    @cholesky.validator
+    def _check(self, attribute, value):
+        _check_matrix(value, "DenseCovariance cholesky")
+        if value.shape[-1] != value.shape[-2]:
+            raise ValueError(
+                f"DenseCovariance cholesky must be square, got shape {tuple(value.shape)}"
+            )
+        if not torch.equal(value, torch.tril(value)):
+            raise ValueError(
+                "DenseCovariance cholesky must be lower triangular (torch.linalg.cholesky gives "
+                "one); for a general or rectangular factor use FactorCovariance"
+            )
+        diagonal = torch.diagonal(value, dim1=-2, dim2=-1)
+        if (diagonal <= 0).any():
+            raise ValueError(
+                "DenseCovariance cholesky must have a positive diagonal (a singular factor is not "
+                "accepted; use FactorCovariance or DiagonalCovariance for degenerate noise)"
+            )
+
+    def noise_shape(self, event_shape):
+        return (math.prod(event_shape),)
+
+    def apply(self, noise, event_shape):
+        factor = self.cholesky.to(noise.device, noise.dtype)
+        flat = (factor @ noise.unsqueeze(-1)).squeeze(-1)  # L xi
+        return flat.reshape(noise.shape[0], *event_shape)
+
+    def _whiten(self, gap):
+        factor = self.cholesky.to(gap.device, _F64)
+        flat = gap.reshape(gap.shape[0], -1, 1)
+        factor = factor.expand(gap.shape[0], *factor.shape[-2:])
+        whitened = torch.linalg.solve_triangular(factor, flat, upper=False).squeeze(-1)  # L^-1 gap
+        return whitened, gap
+
+
+@attrs.frozen
+class FactorCovariance(Covariance):
+    """A rectangular noise factor ``L`` of shape ``(d, n)`` or ``(B, d, n)`` (ALGORITHMS section 6).
+
+    ``Sigma = L L^T`` may be singular; gaps are whitened with the pseudo-inverse (the minimum-norm
+    noise-space gap), and a gap outside the range of ``L`` marks mutually singular kernels.
+
+    Args:
+        factor: The noise factor; states of any event shape are flattened to ``d`` coordinates.
+    """
+
+    factor: torch.Tensor = attrs.field(converter=lambda v: _as_tensor(v, "factor"))
+    _pinv: torch.Tensor = attrs.field(init=False, repr=False, eq=False)
+
+    @factor.validator
+    def _check(self, attribute, value):
+        _check_matrix(value, "FactorCovariance factor")
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "_pinv", torch.linalg.pinv(self.factor.to(_F64)))
+
+    def noise_shape(self, event_shape):
+        return (self.factor.shape[-1],)
+
+    def apply(self, noise, event_shape):
+        factor = self.factor.to(noise.device, noise.dtype)
+        flat = (factor @ noise.unsqueeze(-1)).squeeze(-1)  # L xi
+        return flat.reshape(noise.shape[0], *event_shape)
+
+    def _whiten(self, gap):
+        pinv = self._pinv.to(gap.device)
+        factor = self.factor.to(gap.device, _F64)
+        flat = gap.reshape(gap.shape[0], -1, 1)
+        whitened = pinv @ flat  # Delta = L^+ gap (minimum norm)
+        projected = (factor @ whitened).reshape(gap.shape)  # L L^+ gap
+        return whitened.squeeze(-1), projected
