@@ -1,4 +1,7 @@
-"""gaussspec: exact speculative sampling for Gaussian Markov chains."""
+"""gaussspec: exact speculative sampling for Gaussian Markov chains.
+
+The public API is the names below; everything else is private.
+"""
 
 from gaussspec.covariance import (
     Covariance,
@@ -7,13 +10,27 @@ from gaussspec.covariance import (
     FactorCovariance,
     IsotropicCovariance,
 )
+from gaussspec.drafters import Drafter, FreeDrafter, FrozenDrafter, KernelDrafter
 from gaussspec.kernel import GaussianKernel
+from gaussspec.sampler import NonFiniteMeanError, SampleResult, SpeculativeSampler, sample_chain
+from gaussspec.stats import SamplingStats
+
+__version__ = "0.1.0"
 
 __all__ = [
     "Covariance",
     "DenseCovariance",
     "DiagonalCovariance",
+    "Drafter",
     "FactorCovariance",
+    "FreeDrafter",
+    "FrozenDrafter",
     "GaussianKernel",
     "IsotropicCovariance",
+    "KernelDrafter",
+    "NonFiniteMeanError",
+    "SampleResult",
+    "SamplingStats",
+    "SpeculativeSampler",
+    "sample_chain",
 ]

@@ -1,0 +1,549 @@
+"""The sampler loop: the plain chain and the ragged speculative round loop.
+
+One speculative round, for every unfinished chain at once (ARCHITECTURE, data flow)::
+
+    drafter proposes up to gamma steps  ->  ONE batched target call on the drafted states
+    ->  log ratios -> accepted length tau per chain (token or block verification)
+    ->  residual draw (weight c) or bonus step from the target  ->  chain advances tau + 1 steps
+
+Chains are ragged: each advances by its own accepted length, drafts at most up to its own end and
+leaves the batch when it reaches ``num_steps``; per-chain step indices reach the kernels.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+import attrs
+import numpy as np
+import torch
+
+from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
+from gaussspec.drafters import DRAFTER_NAMES, Drafter
+from gaussspec.kernel import GaussianKernel
+from gaussspec.stats import SamplingStats
+from gaussspec.verification import (
+    VERIFICATIONS,
+    accepted_lengths,
+    log_ratios,
+    range_tolerance,
+    whitened_gaps,
+)
+
+__all__ = ["SampleResult", "SpeculativeSampler", "sample_chain", "NonFiniteMeanError"]
+
+
+class NonFiniteMeanError(FloatingPointError):
+    """A kernel returned NaN or inf; the message names the kernel, the step and the chain."""
+
+
+@attrs.frozen
+class SampleResult:
+    """The output of a run.
+
+    Attributes:
+        samples: Final states ``(B, *event_shape)``.
+        trajectory: ``(K + 1, B, *event_shape)`` when asked for, else None.
+        stats: The run's :class:`~gaussspec.stats.SamplingStats`.
+        memory: Final memory of kernels with memory, else None.
+    """
+
+    samples: torch.Tensor
+    trajectory: torch.Tensor | None
+    stats: SamplingStats
+    memory: Any = None
+
+
+# --- evaluation trees: a tensor or a (nested) tuple/list of tensors with a leading batch dim ---
+
+
+def _tree_map(fn: Callable, tree, *rest):
+    if isinstance(tree, torch.Tensor):
+        return fn(tree, *rest)
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_tree_map(fn, *parts) for parts in zip(tree, *rest))
+    if isinstance(tree, dict):
+        return {k: _tree_map(fn, tree[k], *(r[k] for r in rest)) for k in tree}
+    raise TypeError(
+        f"an evaluation must be a tensor or a tuple/list/dict of tensors, got {type(tree).__name__}"
+    )
+
+
+def _check_finite(value: torch.Tensor, what: str, steps: torch.Tensor, chains: torch.Tensor):
+    bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise NonFiniteMeanError(
+            f"{what} is NaN or inf at step t={int(steps[row])} for chain {int(chains[row])}; "
+            "nothing is clipped: fix the kernel or reduce the step size"
+        )
+
+
+def _check_x0(kernel: GaussianKernel, x0: torch.Tensor, generator) -> None:
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
+    if not x0.is_floating_point():
+        raise TypeError(f"x0 must have a floating dtype, got {x0.dtype}")
+    expected = tuple(kernel.event_shape)
+    if x0.ndim != len(expected) + 1 or tuple(x0.shape[1:]) != expected:
+        raise ValueError(
+            f"x0 must have shape (num_chains, *event_shape) = (B, {', '.join(map(str, expected))}), "
+            f"got {tuple(x0.shape)}"
+        )
+    if generator is not None and generator.device.type != x0.device.type:
+        raise ValueError(
+            f"the generator lives on {generator.device} but x0 on {x0.device}; create the "
+            "generator on the kernel's device: torch.Generator(device=x0.device)"
+        )
+
+
+def _check_mean_shape(mean: torch.Tensor, expected: tuple, what: str) -> None:
+    if tuple(mean.shape) != expected:
+        raise ValueError(f"{what} returned shape {tuple(mean.shape)}, expected {expected}")
+
+
+class _Progress:
+    """A minimal progress bar (tqdm when installed)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, unit="step", file=sys.stderr)
+            except ImportError:  # pragma: no cover - tqdm is optional
+                self.bar = None
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _gaussian_step(kernel: GaussianKernel, mean: torch.Tensor, t: torch.Tensor, generator):
+    """``mean + L_t xi`` with float64 noise, cast back to the mean's dtype."""
+    covariance = kernel.covariance(t)
+    noise = covariance.draw(mean.shape[0], tuple(kernel.event_shape), generator, mean.device)
+    step = mean.to(torch.float64) + covariance.apply(noise, tuple(kernel.event_shape))  # m + L xi
+    return step.to(mean.dtype)
+
+
+def sample_chain(
+    kernel: GaussianKernel,
+    x0: torch.Tensor,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+) -> SampleResult:
+    """Run the plain sequential chain ``x_{t+1} = mean(x_t, t) + L_t xi_t``, the reference.
+
+    Args:
+        kernel: The kernel to run for ``kernel.num_steps`` steps.
+        x0: Initial states ``(B, *event_shape)``.
+        generator: Source of randomness on ``x0``'s device.
+        return_trajectory: Keep all ``K + 1`` states.
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`SampleResult`; ``stats.rounds`` equals ``K``.
+    """
+    if not isinstance(kernel, GaussianKernel):
+        raise TypeError(f"kernel must be a GaussianKernel, got {type(kernel).__name__}")
+    _check_x0(kernel, x0, generator)
+    start = time.perf_counter()
+    num_chains, num_steps = x0.shape[0], kernel.num_steps
+    stats = SamplingStats(num_chains=num_chains, num_steps=num_steps, draft_length=0)
+    chains = torch.arange(num_chains, device=x0.device)
+    x = x0.clone()
+    memory = kernel.initial_memory(x) if kernel.has_memory else None
+    trajectory = None
+    if return_trajectory:
+        trajectory = x0.new_empty((num_steps + 1, *x0.shape))
+        trajectory[0] = x0
+    bar = _Progress(num_steps, progress)
+    expected = tuple(x0.shape)
+    for step in range(num_steps):
+        t = torch.full((num_chains,), step, dtype=torch.int64, device=x0.device)
+        tick = time.perf_counter()
+        if kernel.has_memory:
+            evaluation = kernel.evaluate(x, t)
+            stats.target_time += time.perf_counter() - tick
+            mean = kernel.mean_from(x, t, evaluation, memory)
+        else:
+            mean = kernel.mean(x, t)
+            stats.target_time += time.perf_counter() - tick
+        _check_mean_shape(mean, expected, f"{type(kernel).__name__}.mean")
+        _check_finite(mean, f"{type(kernel).__name__} mean", t, chains)
+        x_next = _gaussian_step(kernel, mean, t, generator)
+        if kernel.has_memory:
+            memory = kernel.next_memory(x, t, memory, evaluation, x_next)
+        x = x_next
+        if trajectory is not None:
+            trajectory[step + 1] = x
+        stats.rounds += 1
+        stats.sequential_target_calls += 1
+        stats.target_evaluations += num_chains
+        bar.update(1)
+    bar.close()
+    zeros = np.zeros(num_chains, dtype=np.int64)
+    for _ in range(num_steps):
+        stats.record_round(zeros, zeros)
+    stats.wall_time = time.perf_counter() - start
+    return SampleResult(samples=x, trajectory=trajectory, stats=stats, memory=memory)
+
+
+def _validate_choice(value, name: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, choices))}")
+    return value
+
+
+@attrs.frozen
+class SpeculativeSampler:
+    """Exact speculative sampling of a Gaussian Markov chain.
+
+    Args:
+        target: The expensive kernel whose chain law is reproduced exactly.
+        drafter: A :class:`~gaussspec.drafters.Drafter`, or the name ``"frozen"`` or ``"free"``.
+        draft_length: gamma, the number of draft steps per round (``>= 1``).
+        verification: ``"block"`` (Sun et al. 2025; never fewer steps per round) or ``"token"``.
+        coupling: ``"gamma"`` (the weighted residual) or ``"reflection"`` (token-wise only).
+    """
+
+    target: GaussianKernel = attrs.field()
+    drafter: Drafter = attrs.field()
+    draft_length: int = attrs.field(default=4)
+    verification: str = attrs.field(default="block")
+    coupling: str = attrs.field(default="gamma")
+
+    @target.validator
+    def _check_target(self, attribute, value):
+        if not isinstance(value, GaussianKernel):
+            raise TypeError(f"target must be a GaussianKernel, got {type(value).__name__}")
+        if value.has_memory and not value.splits_evaluation:
+            raise TypeError(
+                "a target with memory must define evaluate(x, t) and mean_from(x, t, evaluation, "
+                "memory) so that its memories along a drafted path are a cheap scan"
+            )
+
+    @drafter.validator
+    def _check_drafter(self, attribute, value):
+        if isinstance(value, str):
+            _validate_choice(value, "drafter", tuple(DRAFTER_NAMES))
+            value = DRAFTER_NAMES[value]()
+            object.__setattr__(self, "drafter", value)
+        if not isinstance(value, Drafter):
+            raise TypeError(
+                "drafter must be KernelDrafter(kernel), FrozenDrafter(), FreeDrafter() or one of "
+                f"the names {tuple(DRAFTER_NAMES)}; got {type(value).__name__}"
+            )
+        value.check(self.target)
+
+    @draft_length.validator
+    def _check_draft_length(self, attribute, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"draft_length must be an integer >= 1, got {value!r}")
+
+    @verification.validator
+    def _check_verification(self, attribute, value):
+        _validate_choice(value, "verification", VERIFICATIONS)
+
+    @coupling.validator
+    def _check_coupling(self, attribute, value):
+        _validate_choice(value, "coupling", COUPLINGS)
+        if value == "reflection" and self.verification != "token":
+            raise ValueError(
+                "coupling='reflection' is exact only with verification='token' (block "
+                "verification needs the weighted residual, coupling='gamma')"
+            )
+
+    def sample(
+        self,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_trajectory: bool = False,
+        progress: bool = False,
+    ) -> SampleResult:
+        """Run all chains from ``x0`` to step ``num_steps``; the output has the target chain's law.
+
+        Args:
+            x0: Initial states ``(B, *event_shape)``.
+            generator: Source of all randomness, on ``x0``'s device.
+            return_trajectory: Keep all ``K + 1`` states of every chain.
+            progress: Show a progress bar over chain-steps.
+        """
+        _check_x0(self.target, x0, generator)
+        return _Run(self, x0, generator, return_trajectory, progress).run()
+
+
+class _Run:
+    """State of one speculative run (all tensors batched over chains)."""
+
+    def __init__(self, sampler: SpeculativeSampler, x0, generator, return_trajectory, progress):
+        self.target = sampler.target
+        self.drafter = sampler.drafter
+        self.draft_kernel = sampler.drafter.kernel(sampler.target)
+        self.gamma = int(sampler.draft_length)
+        self.verification = sampler.verification
+        self.coupling = sampler.coupling
+        self.generator = generator
+        self.event_shape = tuple(self.target.event_shape)
+        self.num_steps = self.target.num_steps
+        self.device = x0.device
+        self.dtype = x0.dtype
+        self.range_rtol = range_tolerance(x0.dtype)
+        self.x = x0.clone()
+        self.num_chains = x0.shape[0]
+        self.t = torch.zeros(self.num_chains, dtype=torch.int64, device=self.device)
+        self.memory = self.target.initial_memory(self.x) if self.target.has_memory else None
+        self.cache = None  # FreeDrafter: target evaluation at each chain's parent state
+        self.has_cache = np.zeros(self.num_chains, dtype=bool)
+        self.trajectory = None
+        if return_trajectory:
+            self.trajectory = x0.new_empty((self.num_steps + 1, *x0.shape))
+            self.trajectory[0] = x0
+        self.stats = SamplingStats(
+            num_chains=self.num_chains, num_steps=self.num_steps, draft_length=self.gamma
+        )
+        self.bar = _Progress(self.num_chains * self.num_steps, progress)
+
+    # -- kernel calls, timed ------------------------------------------------------------------
+
+    def _target_evaluate(self, x, t):
+        tick = time.perf_counter()
+        if self.target.splits_evaluation:
+            out = self.target.evaluate(x, t)
+        else:
+            out = self.target.mean(x, t)  # the evaluation is the mean itself
+        self.stats.target_time += time.perf_counter() - tick
+        self.stats.target_evaluations += x.shape[0]
+        return out
+
+    def _target_mean(self, x, t, evaluation, memory):
+        if not self.target.splits_evaluation:
+            return evaluation
+        if self.target.has_memory:
+            return self.target.mean_from(x, t, evaluation, memory)
+        return self.target.mean_from(x, t, evaluation)
+
+    def _draft_mean(self, x, t, memory, stale):
+        """Draft mean at (x, t) and the evaluation its memory update needs."""
+        tick = time.perf_counter()
+        kernel = self.draft_kernel
+        if self.drafter.source == "kernel":
+            if kernel.has_memory:
+                evaluation = kernel.evaluate(x, t)
+                mean = kernel.mean_from(x, t, evaluation, memory)
+            else:
+                evaluation = None
+                mean = kernel.mean(x, t)
+        else:
+            evaluation = stale
+            if kernel.has_memory:
+                mean = kernel.mean_from(x, t, stale, memory)
+            else:
+                mean = kernel.mean_from(x, t, stale)
+        self.stats.draft_time += time.perf_counter() - tick
+        return mean, evaluation
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> SampleResult:
+        start = time.perf_counter()
+        while True:
+            active = torch.nonzero(self.t < self.num_steps).squeeze(1)
+            if active.numel() == 0:
+                break
+            self._round(active)
+        self.bar.close()
+        self.stats.wall_time = time.perf_counter() - start
+        return SampleResult(self.x, self.trajectory, self.stats, self.memory)
+
+    def _round(self, chains: torch.Tensor) -> None:
+        target, gamma, shape = self.target, self.gamma, self.event_shape
+        n = chains.numel()
+        chains_np = chains.cpu().numpy()
+        x0, t0 = self.x[chains], self.t[chains]
+        memory0 = self.memory[chains] if self.memory is not None else None
+        # Draft lengths: a round may advance at most the chain's remaining steps (tau + 1 <= K - t).
+        lengths = np.minimum(gamma, self.num_steps - self.t[chains].cpu().numpy() - 1)
+        if self.drafter.source == "free":
+            lengths = np.where(self.has_cache[chains_np], lengths, 0)
+        width = int(lengths.max())
+        lengths_t = torch.as_tensor(lengths, device=self.device)
+
+        # --- the frozen evaluation (one extra sequential target call) or the cached one -------
+        stale = None
+        if self.drafter.source == "frozen":
+            stale = self._target_evaluate(x0, t0)
+            self.stats.sequential_target_calls += 1
+        elif self.drafter.source == "free" and width > 0:
+            stale = _tree_map(lambda c: c[chains], self.cache)
+
+        # --- drafting: path[:, 0] = x0, path[:, i] = m_p + L xi for chains with length >= i ----
+        path = x0.new_empty((n, width + 1, *shape))
+        path[:, 0] = x0
+        draft_means = x0.new_empty((n, width, *shape))
+        noises = draft_memory = None
+        if self.draft_kernel.has_memory and width > 0:
+            draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
+            draft_memory[:, 0] = memory0
+        for i in range(1, width + 1):
+            rows = torch.nonzero(lengths_t >= i).squeeze(1)
+            x_prev, t_prev = path[rows, i - 1], t0[rows] + (i - 1)
+            mem_prev = draft_memory[rows, i - 1] if draft_memory is not None else None
+            rows_stale = _tree_map(lambda s: s[rows], stale) if stale is not None else None
+            mean, evaluation = self._draft_mean(x_prev, t_prev, mem_prev, rows_stale)
+            _check_mean_shape(mean, tuple(x_prev.shape), "draft mean")
+            _check_finite(mean, "draft mean", t_prev, chains[rows])
+            covariance = target.covariance(t_prev)
+            noise = covariance.draw(rows.numel(), shape, self.generator, self.device)
+            if noises is None:
+                noises = noise.new_zeros((n, width, *noise.shape[1:]))
+            noises[rows, i - 1] = noise
+            draft_means[rows, i - 1] = mean
+            path[rows, i] = (mean.to(torch.float64) + covariance.apply(noise, shape)).to(self.dtype)
+            if draft_memory is not None:
+                draft_memory[rows, i] = self.draft_kernel.next_memory(
+                    x_prev, t_prev, mem_prev, evaluation, path[rows, i]
+                )
+        self.stats.draft_evaluations += int(lengths.sum())
+
+        # --- ONE batched target call on the drafted states -------------------------------------
+        positions = torch.arange(width + 1, device=self.device)
+        first = 1 if self.drafter.source == "frozen" else 0
+        valid = (positions.unsqueeze(0) <= lengths_t.unsqueeze(1)) & (positions >= first)
+        row_idx, pos_idx = torch.nonzero(valid, as_tuple=True)
+        flat_x, flat_t = path[row_idx, pos_idx], t0[row_idx] + pos_idx
+        if row_idx.numel() > 0:
+            flat_eval = self._target_evaluate(flat_x, flat_t)
+        self.stats.rounds += 1
+        self.stats.sequential_target_calls += 1
+
+        def scatter(template):
+            return template.new_zeros((n, width + 1, *template.shape[1:]))
+
+        if self.drafter.source == "frozen":
+            evaluations = _tree_map(scatter, stale)
+            _tree_map(lambda e, s: e.__setitem__((slice(None), 0), s), evaluations, stale)
+        else:
+            evaluations = _tree_map(scatter, flat_eval)
+        if row_idx.numel() > 0:
+            _tree_map(lambda e, f: e.__setitem__((row_idx, pos_idx), f), evaluations, flat_eval)
+
+        # --- target means along the path (and target memories by a cheap scan, ALG 7) ---------
+        target_means = x0.new_empty((n, width + 1, *shape))
+        target_memory = None
+        if target.has_memory:
+            target_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
+            target_memory[:, 0] = memory0
+            for i in range(width + 1):
+                rows = torch.nonzero(lengths_t >= i).squeeze(1)
+                x_i, t_i = path[rows, i], t0[rows] + i
+                e_i = _tree_map(lambda e: e[rows, i], evaluations)
+                target_means[rows, i] = target.mean_from(x_i, t_i, e_i, target_memory[rows, i])
+                if i < width:
+                    nxt = torch.nonzero(lengths_t[rows] >= i + 1).squeeze(1)
+                    target_memory[rows[nxt], i + 1] = target.next_memory(
+                        x_i[nxt], t_i[nxt], target_memory[rows[nxt], i],
+                        _tree_map(lambda e: e[nxt], e_i), path[rows[nxt], i + 1],
+                    )
+        else:
+            all_rows, all_pos = torch.nonzero(positions.unsqueeze(0) <= lengths_t.unsqueeze(1), as_tuple=True)
+            all_eval = _tree_map(lambda e: e[all_rows, all_pos], evaluations)
+            means = self._target_mean(path[all_rows, all_pos], t0[all_rows] + all_pos, all_eval, None)
+            _check_mean_shape(means, (all_rows.numel(), *shape), f"{type(target).__name__} mean")
+            target_means[all_rows, all_pos] = means
+        all_rows, all_pos = torch.nonzero(positions.unsqueeze(0) <= lengths_t.unsqueeze(1), as_tuple=True)
+        _check_finite(
+            target_means[all_rows, all_pos], f"{type(target).__name__} mean",
+            t0[all_rows] + all_pos, chains[all_rows],
+        )
+
+        # --- verification -------------------------------------------------------------------
+        log_ratio = np.zeros((n, max(width, 1)))
+        deltas = np.zeros((n, max(width, 1)))
+        whitened = None
+        if width > 0:
+            d_rows, d_pos = torch.nonzero(
+                positions[1:].unsqueeze(0) <= lengths_t.unsqueeze(1), as_tuple=True
+            )
+            covariance = target.covariance(t0[d_rows] + d_pos)
+            flat_whitened, flat_delta = whitened_gaps(
+                covariance, target_means[d_rows, d_pos], draft_means[d_rows, d_pos], self.range_rtol
+            )
+            flat_ratio = log_ratios(noises[d_rows, d_pos], flat_whitened, flat_delta)
+            whitened = flat_whitened.new_zeros((n, width, *flat_whitened.shape[1:]))
+            whitened[d_rows, d_pos] = flat_whitened
+            delta_t = torch.zeros((n, width), dtype=torch.float64, device=self.device)
+            delta_t[d_rows, d_pos] = flat_delta
+            ratio_t = torch.zeros((n, width), dtype=torch.float64, device=self.device)
+            ratio_t[d_rows, d_pos] = flat_ratio
+            log_ratio, deltas = ratio_t.cpu().numpy(), delta_t.cpu().numpy()  # one sync per round
+        uniforms = torch.rand((n, max(width, 1)), generator=self.generator, device=self.device,
+                              dtype=torch.float64).cpu().numpy()
+        tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
+
+        # --- the step after the accepted drafts: bonus, residual or reflection --------------------
+        rows = torch.arange(n, device=self.device)
+        tau_t = torch.as_tensor(tau, device=self.device)
+        t_next = t0 + tau_t
+        base = target_means[rows, tau_t]  # m_q at x_tau (bonus and mutually singular cases)
+        covariance = target.covariance(t_next)
+        fresh = covariance.draw(n, shape, self.generator, self.device)
+        residual_uniforms = torch.rand(n, generator=self.generator, device=self.device,
+                                       dtype=torch.float64).cpu().numpy()
+        step_noise = fresh.clone()
+        rejected = tau < lengths
+        if rejected.any():
+            rej = np.nonzero(rejected)[0]
+            rej_t = torch.as_tensor(rej, device=self.device)
+            rej_tau = tau_t[rej_t]
+            delta_rej = torch.as_tensor(deltas[rej, tau[rej]], device=self.device)
+            coupled = np.isfinite(deltas[rej, tau[rej]]) & (deltas[rej, tau[rej]] > 0)
+            if coupled.any():
+                sel = torch.as_tensor(rej[coupled], device=self.device)
+                sel_np = rej[coupled]
+                w_sel = whitened[sel, tau_t[sel]]
+                d_sel = delta_rej[torch.as_tensor(np.nonzero(coupled)[0], device=self.device)]
+                if self.coupling == "gamma":
+                    step_noise[sel] = residual_noise(
+                        w_sel, d_sel, log_w[sel_np], residual_uniforms[sel_np], fresh[sel]
+                    ).to(step_noise.dtype)
+                    base = base.clone()
+                    base[sel] = draft_means[sel, tau_t[sel]]  # the residual is centred on m_p
+                else:
+                    step_noise[sel] = reflection_noise(noises[sel, tau_t[sel]], w_sel, d_sel)
+            del rej_tau
+        new_x = (base.to(torch.float64) + covariance.apply(step_noise, shape)).to(self.dtype)
+
+        # --- advance the chains -------------------------------------------------------------
+        if target.has_memory:
+            tau_eval = _tree_map(lambda e: e[rows, tau_t], evaluations)
+            self.memory[chains] = target.next_memory(
+                path[rows, tau_t], t_next, target_memory[rows, tau_t], tau_eval, new_x
+            )
+        if self.drafter.source == "free":
+            parent_eval = _tree_map(lambda e: e[rows, tau_t], evaluations)
+            if self.cache is None:
+                self.cache = _tree_map(
+                    lambda e: e.new_zeros((self.num_chains, *e.shape[1:])), parent_eval
+                )
+            _tree_map(lambda c, e: c.__setitem__(chains, e), self.cache, parent_eval)
+            self.has_cache[chains_np] = True
+        if self.trajectory is not None:
+            a_rows, a_pos = torch.nonzero(
+                positions[1:].unsqueeze(0) <= tau_t.unsqueeze(1), as_tuple=True
+            )
+            self.trajectory[t0[a_rows] + a_pos + 1, chains[a_rows]] = path[a_rows, a_pos + 1]
+            self.trajectory[t_next + 1, chains] = new_x
+        self.x[chains] = new_x
+        self.t[chains] = t_next + 1
+        self.stats.record_round(tau, lengths)
+        self.bar.update(int(tau.sum()) + n)

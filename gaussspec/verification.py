@@ -1,0 +1,66 @@
+"""Verification of a drafted block: whitened gaps, log ratios and accepted lengths.
+
+All arithmetic here is float64 whatever the kernels' dtype (ALGORITHMS section 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gaussspec.covariance import Covariance
+from gaussspec.residual import block_accept_lengths
+
+__all__ = ["VERIFICATIONS", "whitened_gaps", "log_ratios", "accepted_lengths", "range_tolerance"]
+
+VERIFICATIONS = ("block", "token")
+
+
+def range_tolerance(dtype: torch.dtype) -> float:
+    """Relative size below which a gap off the noise factor's range counts as rounding."""
+    return 64.0 * torch.finfo(dtype).eps
+
+
+def whitened_gaps(
+    covariance: Covariance,
+    target_mean: torch.Tensor,
+    draft_mean: torch.Tensor,
+    range_rtol: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whitened mean gaps ``Delta = L^+ (m_q - m_p)`` and their norms (ALGORITHMS sections 2, 6).
+
+    Returns:
+        ``(Delta, delta)``: ``(n, *noise)`` float64 and ``(n,)`` float64, ``delta = inf`` where the
+        gap leaves the range of ``L`` (mutually singular kernels).
+    """
+    target64 = target_mean.to(torch.float64)
+    draft64 = draft_mean.to(torch.float64)
+    flat = lambda m: m.reshape(m.shape[0], -1).norm(dim=1)  # noqa: E731
+    scale = flat(target64) + flat(draft64)
+    whitened, in_range = covariance.whiten(target64 - draft64, scale, range_rtol)
+    delta = whitened.reshape(whitened.shape[0], -1).norm(dim=1)  # delta = |Delta|
+    delta = torch.where(in_range, delta, torch.full_like(delta, float("inf")))
+    return whitened, delta
+
+
+def log_ratios(noise: torch.Tensor, whitened: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """``log q(y) - log p(y) = <xi, Delta> - delta^2 / 2`` for drafts ``y = m_p + L xi`` (ALG 2).
+
+    ``-inf`` where the kernels are mutually singular (the draft has no target density).
+    """
+    inner = (noise.reshape(noise.shape[0], -1) * whitened.reshape(whitened.shape[0], -1)).sum(1)
+    finite = torch.isfinite(delta)
+    safe_delta = torch.where(finite, delta, torch.zeros_like(delta))
+    value = inner - 0.5 * safe_delta**2  # ALG 2: <xi, Delta> - delta^2 / 2
+    return torch.where(finite, value, torch.full_like(value, -float("inf")))
+
+
+def accepted_lengths(
+    log_ratio: np.ndarray,
+    delta: np.ndarray,
+    uniforms: np.ndarray,
+    lengths: np.ndarray,
+    verification: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accepted lengths and the residual weight ``log w_tau`` (ALGORITHMS sections 4 and 5)."""
+    return block_accept_lengths(log_ratio, delta, uniforms, lengths, verification == "token")
