@@ -2,8 +2,24 @@
 
 * :func:`posterior` gives one of eight posteriordb posteriors as a ready target (batched torch log
   density on an unconstrained space, names, constrain map, reference draws).
+* :class:`ULAKernel` is ULA, ``x' ~ N(x + h M grad log pi(x), 2 h M)``, as a
+  :class:`gaussspec.GaussianKernel` (``evaluate`` is the gradient, so the core's frozen and free
+  drafters work).
+* Draft kernels needing no training, for ``gs.KernelDrafter``: :func:`laplace_draft`,
+  :func:`low_precision_draft`, :func:`subsample_draft`.
 """
 
+from gaussspec.adapters.langevin.drafts import (
+    DraftULAKernel,
+    LaplaceApproximation,
+    LaplaceDraftKernel,
+    LowPrecisionDraftKernel,
+    find_mode,
+    laplace_draft,
+    low_precision_draft,
+    subsample_draft,
+)
+from gaussspec.adapters.langevin.kernel import ULAKernel, autograd_gradient
 from gaussspec.adapters.langevin.posteriors import (
     Posterior,
     ReferenceDraws,
@@ -12,8 +28,18 @@ from gaussspec.adapters.langevin.posteriors import (
 )
 
 __all__ = [
+    "DraftULAKernel",
+    "LaplaceApproximation",
+    "LaplaceDraftKernel",
+    "LowPrecisionDraftKernel",
     "Posterior",
     "ReferenceDraws",
+    "ULAKernel",
+    "autograd_gradient",
+    "find_mode",
+    "laplace_draft",
+    "low_precision_draft",
     "posterior",
     "posterior_names",
+    "subsample_draft",
 ]
