@@ -7,6 +7,9 @@
   drafters work).
 * Draft kernels needing no training, for ``gs.KernelDrafter``: :func:`laplace_draft`,
   :func:`low_precision_draft`, :func:`subsample_draft`.
+* :func:`sample_posterior` runs speculative ULA and returns ``(chain, draw, *param)`` arrays in
+  constrained names (optionally ArviZ ``InferenceData``); :func:`run_sample_command` backs the
+  command line ``gaussspec sample``.
 """
 
 from gaussspec.adapters.langevin.drafts import (
@@ -20,6 +23,14 @@ from gaussspec.adapters.langevin.drafts import (
     subsample_draft,
 )
 from gaussspec.adapters.langevin.kernel import ULAKernel, autograd_gradient
+from gaussspec.adapters.langevin.output import (
+    DRAFTERS,
+    PosteriorSamples,
+    group_parameters,
+    run_sample_command,
+    sample_posterior,
+    to_inference_data,
+)
 from gaussspec.adapters.langevin.posteriors import (
     Posterior,
     ReferenceDraws,
@@ -28,6 +39,12 @@ from gaussspec.adapters.langevin.posteriors import (
 )
 
 __all__ = [
+    "DRAFTERS",
+    "PosteriorSamples",
+    "group_parameters",
+    "run_sample_command",
+    "sample_posterior",
+    "to_inference_data",
     "DraftULAKernel",
     "LaplaceApproximation",
     "LaplaceDraftKernel",
