@@ -173,13 +173,13 @@ def _read_config(directory: Path, name: str) -> dict:
 def load_target_unet(directory: Path | str = WEIGHTS_DIR, dtype: torch.dtype = torch.float32):
     """The embedded DDPM target, a ``UNet2DModel`` in eval mode (epsilon prediction, 8x8x1)."""
     unet = _load_state(build_unet(_read_config(directory, "target_unet")), directory, "target_unet")
-    return unet.to(dtype)
+    return unet if dtype == torch.float32 else unet.to(dtype)
 
 
 def load_draft_unet(directory: Path | str = WEIGHTS_DIR, dtype: torch.dtype = torch.float32):
     """The embedded independent draft, a smaller ``UNet2DModel`` trained the same way."""
     unet = _load_state(build_unet(_read_config(directory, "draft_unet")), directory, "draft_unet")
-    return unet.to(dtype)
+    return unet if dtype == torch.float32 else unet.to(dtype)
 
 
 def load_scheduler(directory: Path | str = WEIGHTS_DIR):
