@@ -320,8 +320,8 @@ class BAOABKernel(_MDKernel):
         u' = c v1 + sqrt(...) xi = 2 (x' - x)/dt - v1   (next_memory: no force at x')
 
     Args: as :class:`ABOBAKernel`, plus
-        initial_velocities: ``(N, 3)`` or ``(B, N, 3)`` velocities in nm/ps used as the initial
-            memory (OpenMM Context velocities fit as they are); ``None`` starts at rest. Use
+        initial_velocities: ``(N, 3)``, ``(1, N, 3)`` (shared by all chains) or ``(B, N, 3)``
+            velocities in nm/ps used as the initial memory (OpenMM Context velocities fit as they are); ``None`` starts at rest. Use
             :func:`maxwell_boltzmann_velocities` for a thermal start.
     """
 
@@ -378,7 +378,7 @@ class BAOABKernel(_MDKernel):
         if self.initial_velocities is None:
             return torch.zeros_like(x)
         velocities = self.initial_velocities.to(x.device, x.dtype)
-        if velocities.ndim == 2:
+        if velocities.ndim == 2 or velocities.shape[0] == 1:
             return velocities.expand_as(x).clone()
         if velocities.shape[0] != x.shape[0]:
             raise ValueError(
