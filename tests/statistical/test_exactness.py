@@ -1,0 +1,139 @@
+"""Exactness of the speculative sampler: closed-form path laws, two-sample tests, mutants.
+
+False-alarm budget: every test below rejects at ALPHA = 1e-3 on a Holm-corrected p-value, with
+fixed seeds (so CI is deterministic). Over the ~60 exactness cases the family-wise false-alarm
+probability is below 6% for a fresh seed; every planted mutant must be rejected at the same ALPHA.
+"""
+
+import math
+
+import pytest
+import torch
+
+import gaussspec as gs
+from gaussspec import testing as gt
+from gaussspec.testing import chains
+
+ALPHA = 1e-3
+NUM_CHAINS = 3000
+
+LINEAR_CHAINS = {
+    "ou": lambda p: chains.OrnsteinUhlenbeckKernel(perturbation=p),
+    "ou_dense": lambda p: chains.OrnsteinUhlenbeckKernel(covariance_kind="dense", perturbation=p),
+    "ddpm_gaussian_zero_last_variance": lambda p: chains.GaussianDataDDPMKernel(perturbation=p),
+    "ddpm_gaussian_frozen_sample": lambda p: chains.GaussianDataDDPMKernel(
+        perturbation=p, frozen_quantity="sample"),
+    "ar2_memory": lambda p: chains.AR2Kernel(perturbation=p),
+    "aboba_factor": lambda p: chains.HarmonicABOBAKernel(perturbation=p),
+}
+MODES = [("block", "gamma"), ("token", "gamma"), ("token", "reflection")]
+DRAFTERS = ["kernel", "frozen", "free"]
+
+
+def _drafter(name, build):
+    if name == "kernel":
+        return gs.KernelDrafter(build(0.4))
+    return {"frozen": gs.FrozenDrafter(), "free": gs.FreeDrafter()}[name]
+
+
+def _paths(result):
+    return result.trajectory[1:].transpose(0, 1)  # (N, K, *event)
+
+
+@pytest.mark.parametrize("chain", sorted(LINEAR_CHAINS))
+@pytest.mark.parametrize("drafter", DRAFTERS)
+@pytest.mark.parametrize("verification,coupling", MODES)
+def test_path_law_matches_closed_form(chain, drafter, verification, coupling):
+    build = LINEAR_CHAINS[chain]
+    target = build(0.0)
+    x0 = torch.zeros(NUM_CHAINS, *target.event_shape, dtype=torch.float64)
+    sampler = gs.SpeculativeSampler(target, _drafter(drafter, build), 3, verification, coupling)
+    result = sampler.sample(x0, generator=torch.Generator().manual_seed(11), return_trajectory=True)
+    verdict = gt.path_law_test(_paths(result), gt.path_law(target, x0[0]))
+    assert not verdict.rejects(ALPHA), verdict
+
+
+def test_plain_chain_matches_closed_form():
+    target = chains.GaussianDataDDPMKernel()
+    x0 = torch.zeros(NUM_CHAINS, *target.event_shape, dtype=torch.float64)
+    result = gs.sample_chain(target, x0, generator=torch.Generator().manual_seed(3),
+                             return_trajectory=True)
+    assert not gt.path_law_test(_paths(result), gt.path_law(target, x0[0])).rejects(ALPHA)
+
+
+@pytest.mark.parametrize("drafter", DRAFTERS)
+@pytest.mark.parametrize("verification,coupling", MODES)
+def test_nonlinear_double_well_two_sample(drafter, verification, coupling):
+    target = chains.DoubleWellLangevinKernel(num_steps=16)
+    built = gs.KernelDrafter(chains.DoubleWellLangevinKernel(num_steps=16, perturbation=0.3))
+    chosen = built if drafter == "kernel" else _drafter(drafter, None)
+    x0 = target.initial_state(1500)
+    report = gt.check_exactness(target, chosen, x0, torch.Generator().manual_seed(5), 4,
+                                verification, coupling, num_checked_steps=2)
+    assert not report.rejects(ALPHA), report.to_dict()["tests"]
+
+
+def test_acceptance_rate_matches_closed_form():
+    target = chains.OrnsteinUhlenbeckKernel(dimension=3, num_steps=2)
+    draft = chains.OrnsteinUhlenbeckKernel(dimension=3, num_steps=2, perturbation=0.8)
+    x0 = torch.full((20000, 3), 1.5, dtype=torch.float64)
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(draft), 1, "token")
+    stats = sampler.sample(x0, generator=torch.Generator().manual_seed(2)).stats
+    delta = gt.first_step_delta(target, draft, x0[0])
+    verdict = gt.acceptance_rate_test(stats.accepted_by_position[0], stats.drafted_by_position[0],
+                                      delta)
+    assert 0.2 < verdict.components["expected"] < 0.9  # a non-trivial acceptance rate
+    assert not verdict.rejects(ALPHA)
+    wrong = gt.acceptance_rate_test(stats.accepted_by_position[0], stats.drafted_by_position[0],
+                                    1.2 * delta)
+    assert wrong.rejects(ALPHA)  # the same test sees a 20% error in delta
+
+
+# --- planted mutants: the same tests must reject each -------------------------------------------
+
+MUTANT_CASES = {
+    # (chain builder, x0 value, num_chains, draft_length, verification)
+    "always_accept": (lambda p: chains.OrnsteinUhlenbeckKernel(perturbation=p), 0.0, 3000, 3, "block"),
+    "draft_instead_of_residual": (lambda p: chains.AR2Kernel(perturbation=p), 0.0, 3000, 3, "block"),
+    "off_by_one_step": (lambda p: chains.GaussianDataDDPMKernel(perturbation=p), 0.0, 3000, 3, "block"),
+    "covariance_5_percent": (lambda p: chains.HarmonicABOBAKernel(perturbation=p), 0.0, 3000, 3, "block"),
+    "reflection_in_block": (
+        lambda p: chains.OrnsteinUhlenbeckKernel(dimension=1, num_steps=4, step_size=0.5,
+                                                 perturbation=5 * p),
+        0.0, 20000, 3, "block"),
+}
+
+
+@pytest.mark.parametrize("mutant", gt.MUTANTS)
+def test_planted_mutant_is_rejected(mutant):
+    build, start, num_chains, gamma, verification = MUTANT_CASES[mutant]
+    target = build(0.0)
+    x0 = torch.full((num_chains, *target.event_shape), start, dtype=torch.float64)
+    law = gt.path_law(target, x0[0])
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(build(0.4)), gamma, verification)
+    with gt.planted_mutant(mutant):
+        broken = sampler.sample(x0, generator=torch.Generator().manual_seed(1),
+                                return_trajectory=True)
+    assert gt.path_law_test(_paths(broken), law).rejects(ALPHA)
+    # ...while the same configuration without the mutant passes
+    honest = sampler.sample(x0, generator=torch.Generator().manual_seed(1), return_trajectory=True)
+    assert not gt.path_law_test(_paths(honest), law).rejects(ALPHA)
+
+
+def test_two_sample_test_sees_a_mutant_on_a_nonlinear_chain():
+    target = chains.DoubleWellLangevinKernel(num_steps=16)
+    draft = gs.KernelDrafter(chains.DoubleWellLangevinKernel(num_steps=16, perturbation=2.0))
+    x0 = target.initial_state(1500)
+    with gt.planted_mutant("always_accept"):
+        report = gt.check_exactness(target, draft, x0, torch.Generator().manual_seed(5), 4)
+    assert report.rejects(ALPHA)
+
+
+def test_unknown_mutant_is_refused():
+    with pytest.raises(ValueError, match="valid"):
+        with gt.planted_mutant("nope"):
+            pass
+
+
+def test_falsealarm_budget_is_stated():
+    assert ALPHA * 60 <= 0.06 and math.isfinite(ALPHA)
