@@ -14,13 +14,22 @@ from gaussspec.adapters.md.kernels import (
     aboba_state,
     maxwell_boltzmann_velocities,
 )
+from gaussspec.adapters.md.output import TrajectoryWriter, dihedrals, ramachandran_plot
 from gaussspec.adapters.md.openmm_forces import OpenMMForceField, check_system, masses_from_system
-from gaussspec.adapters.md.systems import ALANINE_DIPEPTIDE_PDB, MolecularSystem, alanine_dipeptide
+from gaussspec.adapters.md.simulate import SimulationResult, TrajectoryExplodedError, simulate
+from gaussspec.adapters.md.systems import (
+    ALANINE_DIPEPTIDE_PDB,
+    MolecularSystem,
+    alanine_dipeptide,
+    phi_psi_indices,
+)
+from gaussspec.adapters.md.ase_forces import ASEForceField, copper_cluster, copper_lennard_jones
 from gaussspec.adapters.md.torch_forcefield import TorchForceField
 from gaussspec.adapters.md.units import BOLTZMANN_KJ_PER_MOL_K
 
 __all__ = [
     "ABOBAKernel",
+    "ASEForceField",
     "ALANINE_DIPEPTIDE_PDB",
     "BAOABKernel",
     "BOLTZMANN_KJ_PER_MOL_K",
@@ -28,10 +37,19 @@ __all__ = [
     "MolecularSystem",
     "NonFiniteForceError",
     "OpenMMForceField",
+    "SimulationResult",
     "TorchForceField",
+    "TrajectoryExplodedError",
+    "TrajectoryWriter",
     "aboba_state",
     "alanine_dipeptide",
     "check_system",
+    "copper_cluster",
+    "copper_lennard_jones",
+    "dihedrals",
     "masses_from_system",
     "maxwell_boltzmann_velocities",
+    "phi_psi_indices",
+    "ramachandran_plot",
+    "simulate",
 ]

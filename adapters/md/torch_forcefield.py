@@ -129,8 +129,8 @@ def _dihedral(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     b2 = x[:, index[:, 3]] - x[:, index[:, 2]]
     n1 = torch.linalg.cross(b0, b1)
     n2 = torch.linalg.cross(b1, b2)
-    m1 = torch.linalg.cross(n1, b1 / b1.norm(dim=-1, keepdim=True))
-    return torch.atan2((m1 * n2).sum(-1), (n1 * n2).sum(-1))
+    sine = (torch.linalg.cross(n1, n2) * b1).sum(-1) / b1.norm(dim=-1)
+    return torch.atan2(sine, (n1 * n2).sum(-1))  # phi = atan2((n1 x n2) . b1/|b1|, n1 . n2)
 
 
 def _torsion_energy(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
