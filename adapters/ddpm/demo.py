@@ -12,10 +12,10 @@ verification, FreeDrafter: no network call beyond the verification pass), then
 * writes ``digits_plain_vs_speculative.png`` (both sample sets side by side) and ``report.json``;
 * checks that the two sets agree: predicted-class histograms of the embedded classifier (with a
   chi-square test) and the Frechet distance between them in the classifier's feature space,
-  set against its Monte Carlo spread (the FD between two independent plain batches and a
-  permutation null of the FD).
+  set against its Monte Carlo spread: a permutation null of the FD (pool both sets, re-split at
+  random) and, with ``--reference``, the FD between two independent plain batches.
 
-With the defaults it runs in about two minutes on one CPU thread.
+With the defaults it takes about 80 s of CPU time on one thread (K=1000, 64 digits).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def _parse(argv):
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda' or 'auto' (default: cuda when available)")
     parser.add_argument("--permutations", type=int, default=200, help="permutations for the FD null (default 200)")
-    parser.add_argument("--no-reference", action="store_true",
-                        help="skip the second plain batch (the FD Monte Carlo reference); saves a third of the time")
+    parser.add_argument("--reference", action="store_true",
+                        help="also sample a second plain batch and report the plain-vs-plain FD (adds ~50%% time)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.batch_size < 2 or args.steps < 1 or args.draft_length < 1 or args.permutations < 1:
@@ -79,7 +79,7 @@ def save_grid(sets: dict[str, torch.Tensor], path: Path, title: str) -> None:
         count, size = images.shape[0], images.shape[-1]
         columns = int(np.ceil(np.sqrt(count)))
         rows = int(np.ceil(count / columns))
-        canvas = np.zeros((rows * (size + 1) + 1, columns * (size + 1) + 1))
+        canvas = np.full((rows * (size + 1) + 1, columns * (size + 1) + 1), 0.2)  # grey grid lines
         for i, image in enumerate(images):
             r, c = divmod(i, columns)
             canvas[1 + r * (size + 1):1 + r * (size + 1) + size, 1 + c * (size + 1):1 + c * (size + 1) + size] = image
@@ -144,7 +144,7 @@ def run_demo(args) -> dict:
     gen = generator(2)
     spec = sampler.sample(kernel.initial_state(args.batch_size, gen), generator=gen, progress=progress)
     reference = None
-    if not args.no_reference:
+    if args.reference:
         print("second plain batch (Monte Carlo reference for the Frechet distance) ...", flush=True)
         gen = generator(3)
         reference = gs.sample_chain(kernel, kernel.initial_state(args.batch_size, gen), generator=gen,
