@@ -80,9 +80,19 @@ class Covariance(abc.ABC):
         """
         gap = gap.to(_F64)
         whitened, projected = self._whiten(gap)
+        if self.full_range():  # every gap is in the range of an invertible factor
+            return whitened, torch.ones(gap.shape[0], dtype=torch.bool, device=gap.device)
         outside = _batch_norm(gap - projected)  # ALGORITHMS section 6: the gap off range(L)
         in_range = outside <= range_rtol * scale.to(_F64) + torch.finfo(_F64).tiny
         return whitened, in_range
+
+    def full_range(self) -> bool:
+        """True when ``L`` is invertible (no range test needed)."""
+        return False
+
+    def step(self, mean: torch.Tensor, noise: torch.Tensor, event_shape) -> torch.Tensor:
+        """``mean + L xi`` in the dtype of ``mean``."""
+        return mean + self.apply(noise, event_shape).to(mean.dtype)
 
     def draw(
         self,
@@ -90,10 +100,15 @@ class Covariance(abc.ABC):
         event_shape: tuple[int, ...],
         generator: torch.Generator | None,
         device: torch.device,
+        dtype: torch.dtype = _F64,
     ) -> torch.Tensor:
-        """Standard normal noise ``xi`` of shape ``(batch, *noise_shape)`` in float64."""
+        """Standard normal noise ``xi`` of shape ``(batch, *noise_shape)``.
+
+        Drafts and plain chains draw noise in the states' dtype; verification converts it to
+        float64 (the log ratio of ALGORITHMS section 2 is evaluated at the noise actually used).
+        """
         shape = (batch, *self.noise_shape(event_shape))
-        return torch.randn(shape, generator=generator, device=device, dtype=_F64)
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
 def _per_chain(std: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -127,10 +142,22 @@ class IsotropicCovariance(Covariance):
     def noise_shape(self, event_shape):
         return tuple(event_shape)
 
+    def full_range(self):
+        return bool((self.std > 0).all())
+
     def apply(self, noise, event_shape):
+        if self.std.ndim == 0:
+            return float(self.std) * noise  # L xi
         return _per_chain(self.std.to(noise.device, noise.dtype), noise.ndim) * noise  # L xi
 
+    def step(self, mean, noise, event_shape):
+        if self.std.ndim == 0:
+            return torch.add(mean, noise.to(mean.dtype), alpha=float(self.std))  # m + std xi
+        return mean + self.apply(noise, event_shape).to(mean.dtype)
+
     def _whiten(self, gap):
+        if self.std.ndim == 0 and float(self.std) > 0:  # fast path: L = std I, invertible
+            return gap / float(self.std), gap
         std = _per_chain(self.std.to(gap.device, _F64), gap.ndim).expand_as(gap)
         positive = std > 0
         safe = torch.where(positive, std, torch.ones_like(std))
@@ -158,6 +185,9 @@ class DiagonalCovariance(Covariance):
 
     def noise_shape(self, event_shape):
         return tuple(event_shape)
+
+    def full_range(self):
+        return bool((self.std > 0).all())
 
     def apply(self, noise, event_shape):
         return self.std.to(noise.device, noise.dtype) * noise  # L xi
@@ -212,6 +242,9 @@ class DenseCovariance(Covariance):
 
     def noise_shape(self, event_shape):
         return (math.prod(event_shape),)
+
+    def full_range(self):
+        return True
 
     def apply(self, noise, event_shape):
         factor = self.cholesky.to(noise.device, noise.dtype)

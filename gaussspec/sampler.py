@@ -72,7 +72,10 @@ def _tree_map(fn: Callable, tree, *rest):
 
 
 def _check_finite(value: torch.Tensor, what: str, steps: torch.Tensor, chains: torch.Tensor):
-    bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+    flat = value.reshape(value.shape[0], -1)
+    if bool(torch.isfinite(flat.sum())):  # one reduction: NaN or inf anywhere poisons the sum
+        return
+    bad = ~torch.isfinite(flat).all(dim=1)
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])
         raise NonFiniteMeanError(
@@ -129,9 +132,9 @@ class _Progress:
 def _gaussian_step(kernel: GaussianKernel, mean: torch.Tensor, t: torch.Tensor, generator):
     """``mean + L_t xi`` with float64 noise, cast back to the mean's dtype."""
     covariance = kernel.covariance(t)
-    noise = covariance.draw(mean.shape[0], tuple(kernel.event_shape), generator, mean.device)
-    step = mean.to(torch.float64) + covariance.apply(noise, tuple(kernel.event_shape))  # m + L xi
-    return step.to(mean.dtype)
+    noise = covariance.draw(mean.shape[0], tuple(kernel.event_shape), generator, mean.device,
+                            mean.dtype)
+    return covariance.step(mean, noise, tuple(kernel.event_shape))  # m + L xi
 
 
 def sample_chain(
@@ -365,18 +368,37 @@ class _Run:
         self.stats.wall_time = time.perf_counter() - start
         return SampleResult(self.x, self.trajectory, self.stats, self.memory)
 
+    def _rows(self, lengths: np.ndarray, at_least: int):
+        """Chains drafting position ``at_least``: a slice when all do (no gather), else indices."""
+        if lengths.min() >= at_least:
+            return slice(None), len(lengths)
+        rows = np.nonzero(lengths >= at_least)[0]
+        return torch.as_tensor(rows, device=self.device), len(rows)
+
+    def _pairs(self, lengths: np.ndarray, first: int, last_offset: int = 0):
+        """(row, position) pairs with ``first <= position <= length + last_offset``, row-major."""
+        width = int(lengths.max()) if len(lengths) else 0
+        positions = np.arange(first, width + 1 + last_offset)
+        valid = positions[None, :] <= (lengths[:, None] + last_offset)
+        rows, cols = np.nonzero(valid)
+        return rows, positions[cols]
+
     def _round(self, chains: torch.Tensor) -> None:
-        target, gamma, shape = self.target, self.gamma, self.event_shape
+        target, gamma, shape, device = self.target, self.gamma, self.event_shape, self.device
         n = chains.numel()
         chains_np = chains.cpu().numpy()
-        x0, t0 = self.x[chains], self.t[chains]
-        memory0 = self.memory[chains] if self.memory is not None else None
+        all_chains = n == self.num_chains
+        x0 = self.x if all_chains else self.x[chains]
+        t0 = self.t if all_chains else self.t[chains]
+        memory0 = None
+        if self.memory is not None:
+            memory0 = self.memory if all_chains else self.memory[chains]
         # Draft lengths: a round may advance at most the chain's remaining steps (tau + 1 <= K - t).
-        lengths = np.minimum(gamma, self.num_steps - self.t[chains].cpu().numpy() - 1)
+        t0_np = t0.cpu().numpy()
+        lengths = np.minimum(gamma, self.num_steps - t0_np - 1)
         if self.drafter.source == "free":
             lengths = np.where(self.has_cache[chains_np], lengths, 0)
         width = int(lengths.max())
-        lengths_t = torch.as_tensor(lengths, device=self.device)
 
         # --- the frozen evaluation (one extra sequential target call) or the cached one -------
         stale = None
@@ -384,31 +406,29 @@ class _Run:
             stale = self._target_evaluate(x0, t0)
             self.stats.sequential_target_calls += 1
         elif self.drafter.source == "free" and width > 0:
-            stale = _tree_map(lambda c: c[chains], self.cache)
+            stale = self.cache if all_chains else _tree_map(lambda c: c[chains], self.cache)
 
         # --- drafting: path[:, 0] = x0, path[:, i] = m_p + L xi for chains with length >= i ----
         path = x0.new_empty((n, width + 1, *shape))
         path[:, 0] = x0
-        draft_means = x0.new_empty((n, width, *shape))
-        noises = draft_memory = None
-        if self.draft_kernel.has_memory and width > 0:
-            draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
-            draft_memory[:, 0] = memory0
+        draft_means = noises = draft_memory = None
+        if width > 0:
+            draft_means = x0.new_empty((n, width, *shape))
+            noise_shape = target.covariance(t0[:1]).noise_shape(shape)
+            noises = torch.randn((n, width, *noise_shape), generator=self.generator,
+                                 device=device, dtype=self.dtype)
+            if self.draft_kernel.has_memory:
+                draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
+                draft_memory[:, 0] = memory0
         for i in range(1, width + 1):
-            rows = torch.nonzero(lengths_t >= i).squeeze(1)
+            rows, count = self._rows(lengths, i)
             x_prev, t_prev = path[rows, i - 1], t0[rows] + (i - 1)
             mem_prev = draft_memory[rows, i - 1] if draft_memory is not None else None
             rows_stale = _tree_map(lambda s: s[rows], stale) if stale is not None else None
             mean, evaluation = self._draft_mean(x_prev, t_prev, mem_prev, rows_stale)
             _check_mean_shape(mean, tuple(x_prev.shape), "draft mean")
-            _check_finite(mean, "draft mean", t_prev, chains[rows])
-            covariance = target.covariance(t_prev)
-            noise = covariance.draw(rows.numel(), shape, self.generator, self.device)
-            if noises is None:
-                noises = noise.new_zeros((n, width, *noise.shape[1:]))
-            noises[rows, i - 1] = noise
             draft_means[rows, i - 1] = mean
-            path[rows, i] = (mean.to(torch.float64) + covariance.apply(noise, shape)).to(self.dtype)
+            path[rows, i] = target.covariance(t_prev).step(mean, noises[rows, i - 1], shape)  # m_p + L xi
             if draft_memory is not None:
                 draft_memory[rows, i] = self.draft_kernel.next_memory(
                     x_prev, t_prev, mem_prev, evaluation, path[rows, i]
@@ -416,134 +436,159 @@ class _Run:
         self.stats.draft_evaluations += int(lengths.sum())
 
         # --- ONE batched target call on the drafted states -------------------------------------
-        positions = torch.arange(width + 1, device=self.device)
-        first = 1 if self.drafter.source == "frozen" else 0
-        valid = (positions.unsqueeze(0) <= lengths_t.unsqueeze(1)) & (positions >= first)
-        row_idx, pos_idx = torch.nonzero(valid, as_tuple=True)
-        flat_x, flat_t = path[row_idx, pos_idx], t0[row_idx] + pos_idx
-        if row_idx.numel() > 0:
-            flat_eval = self._target_evaluate(flat_x, flat_t)
+        # Flat layout of the states with a target mean: pairs (row, position <= length); index
+        # maps (row, position) to its place in the flat tensors.
+        full = lengths.min() == width
+        all_rows, all_pos = self._pairs(lengths, 0)
+        index = torch.full((n, width + 1), -1, dtype=torch.int64, device=device)
+        all_rows_t = torch.as_tensor(all_rows, device=device)
+        all_pos_t = torch.as_tensor(all_pos, device=device)
+        flat_states = path.reshape(-1, *shape) if full else path[all_rows_t, all_pos_t]
+        flat_steps = t0[all_rows_t] + all_pos_t
+        if self.drafter.source == "frozen":  # position 0 already evaluated by the frozen call
+            order = np.argsort(all_pos != 0, kind="stable")  # position-0 rows first
+            all_rows, all_pos = all_rows[order], all_pos[order]
+            all_rows_t, all_pos_t = all_rows_t[order], all_pos_t[order]
+            flat_states, flat_steps = flat_states[order], flat_steps[order]
+            later = self._target_evaluate(flat_states[n:], flat_steps[n:]) if len(all_rows) > n \
+                else None
+            evaluations = stale if later is None else _tree_map(
+                lambda a, b: torch.cat([a, b]), stale, later)
+        else:
+            evaluations = self._target_evaluate(flat_states, flat_steps)
+        index[all_rows_t, all_pos_t] = torch.arange(len(all_rows), device=device)
         self.stats.rounds += 1
         self.stats.sequential_target_calls += 1
 
-        def scatter(template):
-            return template.new_zeros((n, width + 1, *template.shape[1:]))
-
-        if self.drafter.source == "frozen":
-            evaluations = _tree_map(scatter, stale)
-            _tree_map(lambda e, s: e.__setitem__((slice(None), 0), s), evaluations, stale)
-        else:
-            evaluations = _tree_map(scatter, flat_eval)
-        if row_idx.numel() > 0:
-            _tree_map(lambda e, f: e.__setitem__((row_idx, pos_idx), f), evaluations, flat_eval)
-
         # --- target means along the path (and target memories by a cheap scan, ALG 7) ---------
-        target_means = x0.new_empty((n, width + 1, *shape))
         target_memory = None
         if target.has_memory:
+            flat_means = x0.new_empty((len(all_rows), *shape))
             target_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
             target_memory[:, 0] = memory0
             for i in range(width + 1):
-                rows = torch.nonzero(lengths_t >= i).squeeze(1)
+                rows, _ = self._rows(lengths, i)
+                at = index[rows, i]
                 x_i, t_i = path[rows, i], t0[rows] + i
-                e_i = _tree_map(lambda e: e[rows, i], evaluations)
-                target_means[rows, i] = target.mean_from(x_i, t_i, e_i, target_memory[rows, i])
+                e_i = _tree_map(lambda e: e[at], evaluations)
+                flat_means[at] = target.mean_from(x_i, t_i, e_i, target_memory[rows, i])
                 if i < width:
-                    nxt = torch.nonzero(lengths_t[rows] >= i + 1).squeeze(1)
-                    target_memory[rows[nxt], i + 1] = target.next_memory(
-                        x_i[nxt], t_i[nxt], target_memory[rows[nxt], i],
-                        _tree_map(lambda e: e[nxt], e_i), path[rows[nxt], i + 1],
+                    rows_np = np.arange(n)[lengths >= i]
+                    nxt_np = np.nonzero(lengths[rows_np] >= i + 1)[0]
+                    nxt = torch.as_tensor(nxt_np, device=device)
+                    rows_next = torch.as_tensor(rows_np[nxt_np], device=device)
+                    target_memory[rows_next, i + 1] = target.next_memory(
+                        x_i[nxt], t_i[nxt], target_memory[rows_next, i],
+                        _tree_map(lambda e: e[nxt], e_i), path[rows_next, i + 1],
                     )
         else:
-            all_rows, all_pos = torch.nonzero(positions.unsqueeze(0) <= lengths_t.unsqueeze(1), as_tuple=True)
-            all_eval = _tree_map(lambda e: e[all_rows, all_pos], evaluations)
-            means = self._target_mean(path[all_rows, all_pos], t0[all_rows] + all_pos, all_eval, None)
-            _check_mean_shape(means, (all_rows.numel(), *shape), f"{type(target).__name__} mean")
-            target_means[all_rows, all_pos] = means
-        all_rows, all_pos = torch.nonzero(positions.unsqueeze(0) <= lengths_t.unsqueeze(1), as_tuple=True)
-        _check_finite(
-            target_means[all_rows, all_pos], f"{type(target).__name__} mean",
-            t0[all_rows] + all_pos, chains[all_rows],
-        )
+            flat_means = self._target_mean(flat_states, flat_steps, evaluations, None)
+            _check_mean_shape(flat_means, (len(all_rows), *shape), f"{type(target).__name__} mean")
+        _check_finite(flat_means, f"{type(target).__name__} mean", flat_steps, chains[all_rows_t])
 
         # --- verification -------------------------------------------------------------------
         log_ratio = np.zeros((n, max(width, 1)))
         deltas = np.zeros((n, max(width, 1)))
-        whitened = None
         if width > 0:
-            d_rows, d_pos = torch.nonzero(
-                positions[1:].unsqueeze(0) <= lengths_t.unsqueeze(1), as_tuple=True
-            )
-            covariance = target.covariance(t0[d_rows] + d_pos)
+            if full:
+                flat_draft = draft_means.reshape(-1, *shape)
+                flat_noise = noises.reshape(-1, *noises.shape[2:])
+                target_at = index[:, :width].reshape(-1)
+                d_rows_t = torch.arange(n, device=device).repeat_interleave(width)
+                d_pos_t = torch.arange(width, device=device).repeat(n)
+            else:
+                d_rows, d_pos = self._pairs(lengths, 1)
+                d_rows_t = torch.as_tensor(d_rows, device=device)
+                d_pos_t = torch.as_tensor(d_pos - 1, device=device)
+                flat_draft = draft_means[d_rows_t, d_pos_t]
+                flat_noise = noises[d_rows_t, d_pos_t]
+                target_at = index[d_rows_t, d_pos_t]
+            drafted_steps = t0[d_rows_t] + d_pos_t
+            _check_finite(flat_draft, "draft mean", drafted_steps, chains[d_rows_t])
             flat_whitened, flat_delta = whitened_gaps(
-                covariance, target_means[d_rows, d_pos], draft_means[d_rows, d_pos], self.range_rtol
+                target.covariance(drafted_steps), flat_means[target_at], flat_draft,
+                self.range_rtol,
             )
-            flat_ratio = log_ratios(noises[d_rows, d_pos], flat_whitened, flat_delta)
-            whitened = flat_whitened.new_zeros((n, width, *flat_whitened.shape[1:]))
-            whitened[d_rows, d_pos] = flat_whitened
-            delta_t = torch.zeros((n, width), dtype=torch.float64, device=self.device)
-            delta_t[d_rows, d_pos] = flat_delta
-            ratio_t = torch.zeros((n, width), dtype=torch.float64, device=self.device)
-            ratio_t[d_rows, d_pos] = flat_ratio
-            log_ratio, deltas = ratio_t.cpu().numpy(), delta_t.cpu().numpy()  # one sync per round
-        uniforms = torch.rand((n, max(width, 1)), generator=self.generator, device=self.device,
+            flat_ratio = log_ratios(flat_noise.to(torch.float64), flat_whitened, flat_delta)
+            packed = torch.zeros((2, n, width), dtype=torch.float64, device=device)
+            packed[0, d_rows_t, d_pos_t] = flat_ratio
+            packed[1, d_rows_t, d_pos_t] = flat_delta
+            log_ratio, deltas = packed.cpu().numpy()  # the round's one host sync
+            drafted_index = torch.full((n, width), -1, dtype=torch.int64, device=device)
+            drafted_index[d_rows_t, d_pos_t] = torch.arange(len(d_rows_t), device=device)
+        uniforms = torch.rand((n, max(width, 1)), generator=self.generator, device=device,
                               dtype=torch.float64).cpu().numpy()
         tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
 
         # --- the step after the accepted drafts: bonus, residual or reflection --------------------
-        rows = torch.arange(n, device=self.device)
-        tau_t = torch.as_tensor(tau, device=self.device)
+        rows = torch.arange(n, device=device)
+        tau_t = torch.as_tensor(tau, device=device)
         t_next = t0 + tau_t
-        base = target_means[rows, tau_t]  # m_q at x_tau (bonus and mutually singular cases)
+        at_tau = index[rows, tau_t]
+        base = flat_means[at_tau]  # m_q at x_tau (bonus and mutually singular cases)
         covariance = target.covariance(t_next)
-        fresh = covariance.draw(n, shape, self.generator, self.device)
-        residual_uniforms = torch.rand(n, generator=self.generator, device=self.device,
+        fresh = covariance.draw(n, shape, self.generator, device, self.dtype)
+        residual_uniforms = torch.rand(n, generator=self.generator, device=device,
                                        dtype=torch.float64).cpu().numpy()
-        step_noise = fresh.clone()
         rejected = tau < lengths
+        coupled = np.zeros(n, dtype=bool)
         if rejected.any():
             rej = np.nonzero(rejected)[0]
-            rej_t = torch.as_tensor(rej, device=self.device)
-            rej_tau = tau_t[rej_t]
-            delta_rej = torch.as_tensor(deltas[rej, tau[rej]], device=self.device)
-            coupled = np.isfinite(deltas[rej, tau[rej]]) & (deltas[rej, tau[rej]] > 0)
-            if coupled.any():
-                sel = torch.as_tensor(rej[coupled], device=self.device)
-                sel_np = rej[coupled]
-                w_sel = whitened[sel, tau_t[sel]]
-                d_sel = delta_rej[torch.as_tensor(np.nonzero(coupled)[0], device=self.device)]
-                if self.coupling == "gamma":
-                    step_noise[sel] = residual_noise(
-                        w_sel, d_sel, log_w[sel_np], residual_uniforms[sel_np], fresh[sel]
-                    ).to(step_noise.dtype)
-                    base = base.clone()
-                    base[sel] = draft_means[sel, tau_t[sel]]  # the residual is centred on m_p
-                else:
-                    step_noise[sel] = reflection_noise(noises[sel, tau_t[sel]], w_sel, d_sel)
-            del rej_tau
-        new_x = (base.to(torch.float64) + covariance.apply(step_noise, shape)).to(self.dtype)
+            rej_delta = deltas[rej, tau[rej]]
+            coupled[rej] = np.isfinite(rej_delta) & (rej_delta > 0)
+        if coupled.any():
+            sel_np = np.nonzero(coupled)[0]
+            sel = torch.as_tensor(sel_np, device=device)
+            at = drafted_index[sel, tau_t[sel]]
+            w_sel = flat_whitened[at]
+            d_sel = torch.as_tensor(deltas[sel_np, tau[sel_np]], device=device)
+            step_noise = fresh.to(torch.float64)
+            base = base.to(torch.float64)
+            if self.coupling == "gamma":
+                step_noise[sel] = residual_noise(
+                    w_sel, d_sel, log_w[sel_np], residual_uniforms[sel_np], step_noise[sel]
+                )
+                base[sel] = draft_means[sel, tau_t[sel]].to(torch.float64)  # residual: from m_p
+            else:
+                step_noise[sel] = reflection_noise(
+                    noises[sel, tau_t[sel]].to(torch.float64), w_sel, d_sel
+                )
+            new_x = (base + covariance.apply(step_noise, shape)).to(self.dtype)
+        else:
+            new_x = covariance.step(base, fresh, shape)  # bonus or target draw: m_q + L zeta
 
         # --- advance the chains -------------------------------------------------------------
+        tau_eval = None
+        if target.has_memory or self.drafter.source == "free":
+            tau_eval = _tree_map(lambda e: e[at_tau], evaluations)
         if target.has_memory:
-            tau_eval = _tree_map(lambda e: e[rows, tau_t], evaluations)
-            self.memory[chains] = target.next_memory(
+            new_memory = target.next_memory(
                 path[rows, tau_t], t_next, target_memory[rows, tau_t], tau_eval, new_x
             )
+            if all_chains:
+                self.memory = new_memory
+            else:
+                self.memory[chains] = new_memory
         if self.drafter.source == "free":
-            parent_eval = _tree_map(lambda e: e[rows, tau_t], evaluations)
-            if self.cache is None:
-                self.cache = _tree_map(
-                    lambda e: e.new_zeros((self.num_chains, *e.shape[1:])), parent_eval
-                )
-            _tree_map(lambda c, e: c.__setitem__(chains, e), self.cache, parent_eval)
+            if all_chains:
+                self.cache = tau_eval
+            else:
+                if self.cache is None:
+                    self.cache = _tree_map(
+                        lambda e: e.new_zeros((self.num_chains, *e.shape[1:])), tau_eval
+                    )
+                _tree_map(lambda c, e: c.__setitem__(chains, e), self.cache, tau_eval)
             self.has_cache[chains_np] = True
         if self.trajectory is not None:
-            a_rows, a_pos = torch.nonzero(
-                positions[1:].unsqueeze(0) <= tau_t.unsqueeze(1), as_tuple=True
-            )
-            self.trajectory[t0[a_rows] + a_pos + 1, chains[a_rows]] = path[a_rows, a_pos + 1]
+            a_rows, a_pos = self._pairs(tau, 1)
+            a_rows = torch.as_tensor(a_rows, device=device)
+            a_pos = torch.as_tensor(a_pos, device=device)
+            self.trajectory[t0[a_rows] + a_pos, chains[a_rows]] = path[a_rows, a_pos]
             self.trajectory[t_next + 1, chains] = new_x
-        self.x[chains] = new_x
-        self.t[chains] = t_next + 1
+        if all_chains:
+            self.x, self.t = new_x, t_next + 1
+        else:
+            self.x[chains] = new_x
+            self.t[chains] = t_next + 1
         self.stats.record_round(tau, lengths)
         self.bar.update(int(tau.sum()) + n)

@@ -33,11 +33,14 @@ def whitened_gaps(
         ``(Delta, delta)``: ``(n, *noise)`` float64 and ``(n,)`` float64, ``delta = inf`` where the
         gap leaves the range of ``L`` (mutually singular kernels).
     """
-    target64 = target_mean.to(torch.float64)
-    draft64 = draft_mean.to(torch.float64)
-    flat = lambda m: m.reshape(m.shape[0], -1).norm(dim=1)  # noqa: E731
-    scale = flat(target64) + flat(draft64)
-    whitened, in_range = covariance.whiten(target64 - draft64, scale, range_rtol)
+    gap = (target_mean - draft_mean).to(torch.float64)  # near-equal means subtract exactly
+    if covariance.full_range():
+        whitened, _ = covariance._whiten(gap)
+        delta = whitened.reshape(whitened.shape[0], -1).norm(dim=1)  # delta = |Delta|
+        return whitened, delta
+    flat = lambda m: m.reshape(m.shape[0], -1).to(torch.float64).norm(dim=1)  # noqa: E731
+    scale = flat(target_mean) + flat(draft_mean)
+    whitened, in_range = covariance.whiten(gap, scale, range_rtol)
     delta = whitened.reshape(whitened.shape[0], -1).norm(dim=1)  # delta = |Delta|
     delta = torch.where(in_range, delta, torch.full_like(delta, float("inf")))
     return whitened, delta
@@ -50,6 +53,8 @@ def log_ratios(noise: torch.Tensor, whitened: torch.Tensor, delta: torch.Tensor)
     """
     inner = (noise.reshape(noise.shape[0], -1) * whitened.reshape(whitened.shape[0], -1)).sum(1)
     finite = torch.isfinite(delta)
+    if bool(finite.all()):
+        return inner - 0.5 * delta**2  # ALG 2: <xi, Delta> - delta^2 / 2
     safe_delta = torch.where(finite, delta, torch.zeros_like(delta))
     value = inner - 0.5 * safe_delta**2  # ALG 2: <xi, Delta> - delta^2 / 2
     return torch.where(finite, value, torch.full_like(value, -float("inf")))

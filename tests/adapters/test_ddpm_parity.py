@@ -123,10 +123,7 @@ def test_ddpm_parity(variance_type, prediction_type, clip_index, frozen):
     reference = diffusers_loop(model, scheduler, 37, seed=11)
     ours = adapter_loop(kernel, seed=11)
     assert (ours - reference).abs().max().item() < TOL
-    if frozen == "model_output" or (frozen == "epsilon" and prediction_type == "epsilon") or (
-        frozen == "sample" and prediction_type != "epsilon"
-    ):
-        assert torch.equal(ours, reference), "the native quantity should reproduce diffusers bitwise"
+    assert torch.equal(ours, reference), "the target mean uses diffusers' own formulas: bitwise equal"
 
 
 DDIM_CASES = list(
@@ -149,6 +146,7 @@ def test_ddim_parity(eta, prediction_type, clip_index, use_clipped, frozen):
                              use_clipped_model_output=use_clipped, event_shape=SHAPE)
     ours = adapter_loop(kernel, seed=5)
     assert (ours - reference).abs().max().item() < TOL
+    assert torch.equal(ours, reference)
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
@@ -220,6 +218,48 @@ def test_split_reproduces_mean_and_final_step_is_noiseless():
     assert int(kernel.timesteps[-1]) == 0
 
 
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+@pytest.mark.parametrize("frozen", ["epsilon", "sample", "model_output"])
+def test_stale_evaluation_plugs_in_the_frozen_quantity(kind, frozen):
+    """mean_from at a new state with an old evaluation holds the chosen quantity fixed."""
+    model = ToyDenoiser("v_prediction")
+    scheduler = DDPMScheduler(prediction_type="v_prediction", clip_sample=False) if kind == "ddpm" else \
+        DDIMScheduler(prediction_type="v_prediction", clip_sample=False)
+    kernel = DiffusionKernel(model, scheduler, 10, eta=None if kind == "ddpm" else 0.6,
+                             frozen_quantity=frozen, event_shape=SHAPE)
+    generator = torch.Generator().manual_seed(1)
+    x_old, x_new = torch.randn((2, 2, *SHAPE), generator=generator)
+    t_old, t_new = torch.tensor([3, 3]), torch.tensor([4, 5])
+    stale = kernel.evaluate(x_old, t_old)
+    mean = kernel.mean_from(x_new, t_new, stale)
+    ab = kernel.scheduler.alphas_cumprod
+    v = model(x_old, kernel.timesteps[t_old])[0]
+    a_old = ab[kernel.timesteps[t_old]].reshape(-1, 1, 1, 1)
+    eps_old = a_old.sqrt() * v + (1 - a_old).sqrt() * x_old
+    x0_old = a_old.sqrt() * x_old - (1 - a_old).sqrt() * v
+    a_new = ab[kernel.timesteps[t_new]].reshape(-1, 1, 1, 1)
+    if frozen == "epsilon":
+        eps, x0 = eps_old, (x_new - (1 - a_new).sqrt() * eps_old) / a_new.sqrt()
+    elif frozen == "sample":
+        x0, eps = x0_old, (x_new - a_new.sqrt() * x0_old) / (1 - a_new).sqrt()
+    else:  # the raw v output, reinterpreted at the new state
+        x0, eps = a_new.sqrt() * x_new - (1 - a_new).sqrt() * v, a_new.sqrt() * v + (1 - a_new).sqrt() * x_new
+    reference = []
+    for b in range(2):
+        out = kernel.scheduler.step(eps[b:b + 1] if False else (a_new[b].sqrt() * eps[b:b + 1] - (1 - a_new[b]).sqrt() * x0[b:b + 1]),
+                                    kernel.timesteps[t_new[b]], x_new[b:b + 1],
+                                    **({} if kind == "ddpm" else {"eta": 0.6, "variance_noise": torch.zeros(1, *SHAPE)}))
+        noise_free = out.prev_sample
+        if kind == "ddpm":  # DDPMScheduler.step adds noise at t > 0; use its mean instead
+            c = kernel._tables
+            k = int(t_new[b])
+            noise_free = c["coef_x0"][k] * x0[b:b + 1] + c["coef_x"][k] * x_new[b:b + 1]
+        reference.append(noise_free)
+    assert (mean - torch.cat(reference)).abs().max().item() < 1e-4
+    # at its own state the same evaluation gives the exact target mean
+    assert torch.equal(kernel.mean_from(x_old, t_old, stale), kernel.mean(x_old, t_old))
+
+
 def test_per_chain_timesteps_match_single_step_calls():
     """A batch whose chains sit at different steps gives each chain its own step's mean."""
     unet = tiny_unet(2)
@@ -286,10 +326,11 @@ def test_bad_arguments_are_refused():
 
 
 def _engine_noises(seed, kernel, batch):
-    """The draws gaussspec.sample_chain makes after ``initial_state``: one float64 N(0, I) per step."""
+    """The draws gaussspec.sample_chain makes after ``initial_state``: one N(0, I) per step, in
+    the states' dtype."""
     generator = torch.Generator().manual_seed(seed)
     x0 = kernel.initial_state(batch, generator)
-    noises = [torch.randn((batch, *kernel.event_shape), generator=generator, dtype=torch.float64)
+    noises = [torch.randn((batch, *kernel.event_shape), generator=generator, dtype=x0.dtype)
               for _ in range(kernel.num_steps)]
     return x0, noises
 
