@@ -178,8 +178,10 @@ class DiffusionKernel(gs.GaussianKernel):
             ``num_train_timesteps`` of them).
         eta: DDIM noise weight (0 = deterministic DDIM, 1 = DDPM-like). DDIMScheduler only.
         frozen_quantity: What :meth:`evaluate` returns and hence what a Frozen/Free drafter
-            reuses: ``"epsilon"`` (noise prediction), ``"sample"`` (clean-image prediction
-            before clipping) or ``"model_output"`` (the raw network output).
+            reuses: ``"sample"`` (the clean-image prediction before clipping; the default, it
+            accepts more in every configuration benchmarked, see docs/ddpm.md), ``"epsilon"``
+            (the noise prediction) or ``"model_output"`` (the raw network output). The target's
+            own chain does not depend on this choice beyond float rounding.
         use_clipped_model_output: DDIM only: re-derive the noise prediction from the clipped
             x0 prediction, as ``DDIMScheduler.step(use_clipped_model_output=True)``.
         event_shape: Shape of one image; read from ``unet.config`` when omitted.
@@ -199,7 +201,7 @@ class DiffusionKernel(gs.GaussianKernel):
         scheduler,
         num_inference_steps: int | None = None,
         eta: float | None = None,
-        frozen_quantity: str = "epsilon",
+        frozen_quantity: str = "sample",
         use_clipped_model_output: bool = False,
         event_shape: tuple[int, ...] | None = None,
         device: torch.device | str | None = None,
@@ -318,21 +320,30 @@ class DiffusionKernel(gs.GaussianKernel):
         """The noise standard deviation at steps ``t`` as a float64 ``(B,)`` tensor."""
         return self._std64[t.to(self.device)]
 
-    def evaluate(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """One batched network call, converted to the frozen quantity.
+    def evaluate(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One batched network call.
 
         Args:
             x: States ``(B, *event_shape)``.
             t: ``(B,)`` int64 step indices; chain ``b`` is evaluated at ``timesteps[t[b]]``.
 
         Returns:
-            ``(B, *event_shape)`` float32 (float64 for float64 states): the noise prediction,
-            the unclipped clean-image prediction or the raw output, per ``frozen_quantity``.
+            A tuple ``(frozen, output, x, t)``: ``frozen`` is the quantity a Frozen/Free drafter
+            reuses (per ``frozen_quantity``: the noise prediction, the unclipped clean-image
+            prediction or the raw output), ``output`` the raw network output, and ``x``/``t``
+            the state and step it was taken at. Tensors are float32 (float64 for float64
+            states). :meth:`mean_from` at the evaluation's own state uses ``output`` with
+            diffusers' own formulas, so the target mean never depends on ``frozen_quantity``.
         """
         output = self.call_model(x, t)
+        x = x.to(self.device, output.dtype)
+        t = t.to(self.device)
+        return self.frozen_from_output(x, t, output), output, x, t
+
+    def frozen_from_output(self, x: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The frozen quantity at ``(x, t)`` from a raw network output taken there."""
         if self.frozen_quantity == "model_output":
             return output
-        x = x.to(output.dtype)
         sa = self._coef("sqrt_alpha_prod", t, x)
         sb = self._coef("sqrt_beta_prod", t, x)
         if self.frozen_quantity == "epsilon":
@@ -359,31 +370,52 @@ class DiffusionKernel(gs.GaussianKernel):
             return (x - sa * x0) / sb
         return sa * output + sb * x
 
-    def mean_from(self, x: torch.Tensor, t: torch.Tensor, evaluation: torch.Tensor, memory: Any = None) -> torch.Tensor:
+    def _native(self, x, sa, sb, output):
+        """(x0, eps) from a raw output at its own state, exactly as scheduler.step computes them."""
+        x0 = self._x0_from_output(x, output, sa, sb)
+        eps = self._eps_from_output(x, output, x0, sa, sb) if self.kind == "ddim" else None
+        return x0, eps
+
+    def _from_frozen(self, x, sa, sb, frozen):
+        """(x0, eps) at a new state from a quantity frozen at another state."""
+        if self.frozen_quantity == "model_output":
+            return self._native(x, sa, sb, frozen)
+        if self.frozen_quantity == "epsilon":
+            return (x - sb * frozen) / sa, frozen  # Ho et al. eq. 15
+        return frozen, ((x - sa * frozen) / sb if self.kind == "ddim" else None)
+
+    def mean_from(self, x: torch.Tensor, t: torch.Tensor, evaluation: tuple, memory: Any = None) -> torch.Tensor:
         """The mean of ``scheduler.step`` at ``(x, t)`` from an evaluation (possibly taken elsewhere).
+
+        Chains whose evaluation was taken at their own ``(x, t)`` get the target mean from the
+        raw output (bitwise diffusers' arithmetic); the others (drafts) plug the frozen quantity
+        into the step at ``(x, t)``.
 
         Args:
             x: States ``(B, *event_shape)``.
             t: ``(B,)`` int64 step indices.
-            evaluation: An output of :meth:`evaluate` (at ``x`` for the exact target mean).
+            evaluation: An output of :meth:`evaluate`.
 
         Returns:
             ``(B, *event_shape)`` means in float32 (float64 for float64 states).
         """
+        frozen, output, x_eval, t_eval = evaluation
         work = self._work_dtype(x)
         x = x.to(self.device, work)
-        evaluation = evaluation.to(self.device, work)
+        t = t.to(self.device)
         sa = self._coef("sqrt_alpha_prod", t, x)
         sb = self._coef("sqrt_beta_prod", t, x)
-        if self.frozen_quantity == "model_output":
-            x0 = self._x0_from_output(x, evaluation, sa, sb)
-            eps = self._eps_from_output(x, evaluation, x0, sa, sb) if self.kind == "ddim" else None
-        elif self.frozen_quantity == "epsilon":
-            x0 = (x - sb * evaluation) / sa  # Ho et al. eq. 15
-            eps = evaluation
+        x0_frozen, eps_frozen = self._from_frozen(x, sa, sb, frozen.to(self.device, work))
+        same = (t_eval.to(self.device) == t) & (x_eval.to(self.device, work) == x).flatten(1).all(dim=1)
+        if bool(same.all()):
+            x0, eps = self._native(x, sa, sb, output.to(self.device, work))
+        elif bool(same.any()):
+            x0_native, eps_native = self._native(x, sa, sb, output.to(self.device, work))
+            pick = same.reshape(-1, *([1] * (x.ndim - 1)))
+            x0 = torch.where(pick, x0_native, x0_frozen)
+            eps = None if eps_native is None else torch.where(pick, eps_native, eps_frozen)
         else:
-            x0 = evaluation
-            eps = (x - sa * x0) / sb if self.kind == "ddim" else None
+            x0, eps = x0_frozen, eps_frozen
         x0 = self._clip_x0(x0)
         if self.kind == "ddpm":
             # posterior mean mu_tilde(x_t, x0), Ho et al. 2020 eq. 7

@@ -144,7 +144,7 @@ def speculative_generate(
     verification: str = "block",
     coupling: str = "gamma",
     eta: float | None = None,
-    frozen_quantity: str = "epsilon",
+    frozen_quantity: str = "sample",
     progress: bool = True,
 ) -> SpeculativeImageOutput:
     """Generate images like ``DDPMPipeline.__call__`` (or ``DDIMPipeline``'s) with speculative sampling.
@@ -162,7 +162,8 @@ def speculative_generate(
         coupling: ``"gamma"`` (default) or ``"reflection"`` (token verification only).
         eta: DDIM noise weight (DDIMScheduler only; DDIMPipeline's default is 0, which leaves
             no noise to speculate with).
-        frozen_quantity: What the free/frozen drafter reuses: ``"epsilon"`` or ``"sample"``.
+        frozen_quantity: What the free/frozen drafter reuses: ``"sample"`` (clean-image
+            prediction, the default) or ``"epsilon"`` (noise prediction).
         progress: Show a progress bar.
 
     Returns:
