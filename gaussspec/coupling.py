@@ -21,7 +21,8 @@ COUPLINGS = ("gamma", "reflection")
 
 def _direction(whitened: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     flat = whitened.reshape(whitened.shape[0], -1)
-    return flat / delta.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)  # e = Delta / delta
+    norm = delta.clamp_min(torch.finfo(torch.float64).tiny).to(flat.dtype).unsqueeze(1)
+    return flat / norm  # e = Delta / delta
 
 
 def residual_noise(
@@ -41,14 +42,15 @@ def residual_noise(
         fresh_noise: ``(n, *noise)`` standard normal noise ``zeta`` for the orthogonal part.
 
     Returns:
-        ``(n, *noise)`` float64 noise ``s e + w``.
+        ``(n, *noise)`` noise ``s e + w`` in the dtype of ``whitened``.
     """
     e = _direction(whitened, delta)
-    zeta = fresh_noise.reshape(fresh_noise.shape[0], -1)
-    w = zeta - (zeta * e).sum(1, keepdim=True) * e  # w = zeta - <zeta, e> e
+    zeta = fresh_noise.reshape(fresh_noise.shape[0], -1).to(e.dtype)
     s_star, offset = sample_residual(log_weight, delta.cpu().numpy(), uniforms)
     s = torch.as_tensor(s_star + offset, dtype=torch.float64, device=e.device)  # s = s* + r
-    return (s.unsqueeze(1) * e + w).reshape(whitened.shape)  # s e + w
+    along = torch.linalg.vecdot(zeta, e)  # <zeta, e>
+    # s e + w with w = zeta - <zeta, e> e, i.e. zeta + (s - <zeta, e>) e
+    return torch.addcmul(zeta, (s - along).to(e.dtype).unsqueeze(1), e).reshape(whitened.shape)
 
 
 def reflection_noise(noise: torch.Tensor, whitened: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

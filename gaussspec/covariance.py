@@ -90,6 +90,9 @@ class Covariance(abc.ABC):
         """True when ``L`` is invertible (no range test needed)."""
         return False
 
+    #: Whitening is coordinate-wise (isotropic, diagonal): exact in the states' own precision.
+    elementwise = False
+
     def step(self, mean: torch.Tensor, noise: torch.Tensor, event_shape) -> torch.Tensor:
         """``mean + L xi`` in the dtype of ``mean``."""
         return mean + self.apply(noise, event_shape).to(mean.dtype)
@@ -127,6 +130,7 @@ class IsotropicCovariance(Covariance):
     """
 
     std: torch.Tensor = attrs.field(converter=lambda v: _as_tensor(v, "std"))
+    elementwise = True
 
     @std.validator
     def _check(self, attribute, value):
@@ -158,7 +162,7 @@ class IsotropicCovariance(Covariance):
     def _whiten(self, gap):
         if self.std.ndim == 0 and float(self.std) > 0:  # fast path: L = std I, invertible
             return gap / float(self.std), gap
-        std = _per_chain(self.std.to(gap.device, _F64), gap.ndim).expand_as(gap)
+        std = _per_chain(self.std.to(gap.device, gap.dtype), gap.ndim).expand_as(gap)
         positive = std > 0
         safe = torch.where(positive, std, torch.ones_like(std))
         whitened = torch.where(positive, gap / safe, torch.zeros_like(gap))  # Delta = L^+ gap
@@ -176,6 +180,7 @@ class DiagonalCovariance(Covariance):
     """
 
     std: torch.Tensor = attrs.field(converter=lambda v: _as_tensor(v, "std"))
+    elementwise = True
 
     @std.validator
     def _check(self, attribute, value):
@@ -193,7 +198,7 @@ class DiagonalCovariance(Covariance):
         return self.std.to(noise.device, noise.dtype) * noise  # L xi
 
     def _whiten(self, gap):
-        std = self.std.to(gap.device, _F64).expand_as(gap)
+        std = self.std.to(gap.device, gap.dtype).expand_as(gap)
         positive = std > 0
         safe = torch.where(positive, std, torch.ones_like(std))
         whitened = torch.where(positive, gap / safe, torch.zeros_like(gap))  # Delta = L^+ gap

@@ -509,7 +509,7 @@ class _Run:
                 target.covariance(drafted_steps), flat_means[target_at], flat_draft,
                 self.range_rtol,
             )
-            flat_ratio = log_ratios(flat_noise.to(torch.float64), flat_whitened, flat_delta)
+            flat_ratio = log_ratios(flat_noise, flat_whitened, flat_delta)
             packed = torch.zeros((2, n, width), dtype=torch.float64, device=device)
             packed[0, d_rows_t, d_pos_t] = flat_ratio
             packed[1, d_rows_t, d_pos_t] = flat_delta
@@ -541,19 +541,18 @@ class _Run:
             sel = torch.as_tensor(sel_np, device=device)
             at = drafted_index[sel, tau_t[sel]]
             w_sel = flat_whitened[at]
+            work = w_sel.dtype  # float64, or float32 on the element-wise fast path
             d_sel = torch.as_tensor(deltas[sel_np, tau[sel_np]], device=device)
-            step_noise = fresh.to(torch.float64)
-            base = base.to(torch.float64)
+            step_noise = fresh.to(work)
+            base = base.to(work)
             if self.coupling == "gamma":
                 step_noise[sel] = residual_noise(
                     w_sel, d_sel, log_w[sel_np], residual_uniforms[sel_np], step_noise[sel]
                 )
-                base[sel] = draft_means[sel, tau_t[sel]].to(torch.float64)  # residual: from m_p
+                base[sel] = draft_means[sel, tau_t[sel]].to(work)  # the residual is centred on m_p
             else:
-                step_noise[sel] = reflection_noise(
-                    noises[sel, tau_t[sel]].to(torch.float64), w_sel, d_sel
-                )
-            new_x = (base + covariance.apply(step_noise, shape)).to(self.dtype)
+                step_noise[sel] = reflection_noise(noises[sel, tau_t[sel]].to(work), w_sel, d_sel)
+            new_x = covariance.step(base, step_noise, shape).to(self.dtype)
         else:
             new_x = covariance.step(base, fresh, shape)  # bonus or target draw: m_q + L zeta
 

@@ -1,6 +1,9 @@
 """Verification of a drafted block: whitened gaps, log ratios and accepted lengths.
 
-All arithmetic here is float64 whatever the kernels' dtype (ALGORITHMS section 2).
+Reductions (the squared norm of the whitened gap and the inner product with the noise, sums over
+the whole state) always accumulate in float64. Element-wise work is float64 too, except for
+isotropic and diagonal noise with float32 (or lower) states, where it runs in float32: there each
+element is as exact as the float32 states themselves, and float64 would only add memory traffic.
 """
 
 from __future__ import annotations
@@ -30,9 +33,15 @@ def whitened_gaps(
     """Whitened mean gaps ``Delta = L^+ (m_q - m_p)`` and their norms (ALGORITHMS sections 2, 6).
 
     Returns:
-        ``(Delta, delta)``: ``(n, *noise)`` float64 and ``(n,)`` float64, ``delta = inf`` where the
-        gap leaves the range of ``L`` (mutually singular kernels).
+        ``(Delta, delta)``: ``(n, *noise)`` (float64, or float32 on the element-wise fast path)
+        and ``(n,)`` float64, ``delta = inf`` where the gap leaves the range of ``L`` (mutually
+        singular kernels).
     """
+    if covariance.elementwise and target_mean.dtype != torch.float64 and covariance.full_range():
+        gap = (target_mean - draft_mean).to(torch.float32)
+        whitened, _ = covariance._whiten(gap)  # Delta = L^-1 (m_q - m_p), element-wise
+        flat = whitened.reshape(whitened.shape[0], -1)
+        return whitened, (flat * flat).sum(1, dtype=torch.float64).sqrt()  # delta = |Delta|
     gap = (target_mean - draft_mean).to(torch.float64)  # near-equal means subtract exactly
     if covariance.full_range():
         whitened, _ = covariance._whiten(gap)
@@ -51,7 +60,8 @@ def log_ratios(noise: torch.Tensor, whitened: torch.Tensor, delta: torch.Tensor)
 
     ``-inf`` where the kernels are mutually singular (the draft has no target density).
     """
-    inner = (noise.reshape(noise.shape[0], -1) * whitened.reshape(whitened.shape[0], -1)).sum(1)
+    flat_noise = noise.reshape(noise.shape[0], -1).to(whitened.dtype)
+    inner = (flat_noise * whitened.reshape(whitened.shape[0], -1)).sum(1, dtype=torch.float64)
     finite = torch.isfinite(delta)
     if bool(finite.all()):
         return inner - 0.5 * delta**2  # ALG 2: <xi, Delta> - delta^2 / 2

@@ -47,6 +47,9 @@ class _ScaledCovariance:
     def apply(self, noise, event_shape):
         return self.factor * self.inner.apply(noise, event_shape)
 
+    def step(self, mean, noise, event_shape):
+        return mean + self.apply(noise, event_shape).to(mean.dtype)
+
 
 @contextlib.contextmanager
 def planted_mutant(name: str):

@@ -137,3 +137,18 @@ def test_unknown_mutant_is_refused():
 
 def test_falsealarm_budget_is_stated():
     assert ALPHA * 60 <= 0.06 and math.isfinite(ALPHA)
+
+
+@pytest.mark.parametrize("chain", ["ou", "ddpm_gaussian_zero_last_variance"])
+@pytest.mark.parametrize("drafter", ["kernel", "free"])
+@pytest.mark.parametrize("verification,coupling", MODES)
+def test_path_law_with_float32_states(chain, drafter, verification, coupling):
+    """float32 states take the element-wise float32 verification path (float64 reductions)."""
+    build = LINEAR_CHAINS[chain]
+    target = build(0.0)
+    x0 = torch.zeros(NUM_CHAINS, *target.event_shape, dtype=torch.float32)
+    sampler = gs.SpeculativeSampler(target, _drafter(drafter, build), 3, verification, coupling)
+    result = sampler.sample(x0, generator=torch.Generator().manual_seed(17), return_trajectory=True)
+    assert result.samples.dtype == torch.float32
+    verdict = gt.path_law_test(_paths(result), gt.path_law(target, x0[0].double()), null_atol=1e-5)
+    assert not verdict.rejects(ALPHA), verdict
