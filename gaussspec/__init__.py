@@ -12,6 +12,7 @@ from gaussspec.covariance import (
 )
 from gaussspec.drafters import Drafter, FreeDrafter, FrozenDrafter, KernelDrafter
 from gaussspec.kernel import GaussianKernel
+from gaussspec.randomness import chain_generators
 from gaussspec.sampler import NonFiniteMeanError, SampleResult, SpeculativeSampler, sample_chain
 from gaussspec.stats import SamplingStats
 
@@ -32,5 +33,6 @@ __all__ = [
     "SampleResult",
     "SamplingStats",
     "SpeculativeSampler",
+    "chain_generators",
     "sample_chain",
 ]

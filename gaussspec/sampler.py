@@ -23,6 +23,7 @@ import torch
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
 from gaussspec.kernel import GaussianKernel
+from gaussspec.randomness import Randomness
 from gaussspec.stats import SamplingStats
 from gaussspec.verification import (
     VERIFICATIONS,
@@ -95,11 +96,6 @@ def _check_x0(kernel: GaussianKernel, x0: torch.Tensor, generator) -> None:
             f"x0 must have shape (num_chains, *event_shape) = (B, {', '.join(map(str, expected))}), "
             f"got {tuple(x0.shape)}"
         )
-    if generator is not None and generator.device.type != x0.device.type:
-        raise ValueError(
-            f"the generator lives on {generator.device} but x0 on {x0.device}; create the "
-            "generator on the kernel's device: torch.Generator(device=x0.device)"
-        )
 
 
 def _check_mean_shape(mean: torch.Tensor, expected: tuple, what: str) -> None:
@@ -129,11 +125,12 @@ class _Progress:
             self.bar.close()
 
 
-def _gaussian_step(kernel: GaussianKernel, mean: torch.Tensor, t: torch.Tensor, generator):
-    """``mean + L_t xi`` with float64 noise, cast back to the mean's dtype."""
+def _gaussian_step(kernel: GaussianKernel, mean: torch.Tensor, t: torch.Tensor,
+                   randomness: Randomness, chains: np.ndarray):
+    """``mean + L_t xi`` with noise in the mean's dtype."""
     covariance = kernel.covariance(t)
-    noise = covariance.draw(mean.shape[0], tuple(kernel.event_shape), generator, mean.device,
-                            mean.dtype)
+    shape = covariance.noise_shape(tuple(kernel.event_shape))
+    noise = randomness.normal(chains, None, shape, mean.dtype)
     return covariance.step(mean, noise, tuple(kernel.event_shape))  # m + L xi
 
 
@@ -149,7 +146,8 @@ def sample_chain(
     Args:
         kernel: The kernel to run for ``kernel.num_steps`` steps.
         x0: Initial states ``(B, *event_shape)``.
-        generator: Source of randomness on ``x0``'s device.
+        generator: Source of randomness on ``x0``'s device: one ``torch.Generator``, or a list
+            with one per chain (each chain then depends on its own stream only).
         return_trajectory: Keep all ``K + 1`` states.
         progress: Show a progress bar.
 
@@ -159,6 +157,8 @@ def sample_chain(
     if not isinstance(kernel, GaussianKernel):
         raise TypeError(f"kernel must be a GaussianKernel, got {type(kernel).__name__}")
     _check_x0(kernel, x0, generator)
+    randomness = Randomness(generator, x0.shape[0], x0.device)
+    chain_ids = np.arange(x0.shape[0])
     start = time.perf_counter()
     num_chains, num_steps = x0.shape[0], kernel.num_steps
     stats = SamplingStats(num_chains=num_chains, num_steps=num_steps, draft_length=0)
@@ -183,7 +183,7 @@ def sample_chain(
             stats.target_time += time.perf_counter() - tick
         _check_mean_shape(mean, expected, f"{type(kernel).__name__}.mean")
         _check_finite(mean, f"{type(kernel).__name__} mean", t, chains)
-        x_next = _gaussian_step(kernel, mean, t, generator)
+        x_next = _gaussian_step(kernel, mean, t, randomness, chain_ids)
         if kernel.has_memory:
             memory = kernel.next_memory(x, t, memory, evaluation, x_next)
         x = x_next
@@ -277,7 +277,8 @@ class SpeculativeSampler:
 
         Args:
             x0: Initial states ``(B, *event_shape)``.
-            generator: Source of all randomness, on ``x0``'s device.
+            generator: Source of all randomness on ``x0``'s device: one ``torch.Generator``, or
+                a list with one per chain (see :func:`gaussspec.chain_generators`).
             return_trajectory: Keep all ``K + 1`` states of every chain.
             progress: Show a progress bar over chain-steps.
         """
@@ -295,7 +296,7 @@ class _Run:
         self.gamma = int(sampler.draft_length)
         self.verification = sampler.verification
         self.coupling = sampler.coupling
-        self.generator = generator
+        self.random = Randomness(generator, x0.shape[0], x0.device)
         self.event_shape = tuple(self.target.event_shape)
         self.num_steps = self.target.num_steps
         self.device = x0.device
@@ -415,8 +416,7 @@ class _Run:
         if width > 0:
             draft_means = x0.new_empty((n, width, *shape))
             noise_shape = target.covariance(t0[:1]).noise_shape(shape)
-            noises = torch.randn((n, width, *noise_shape), generator=self.generator,
-                                 device=device, dtype=self.dtype)
+            noises = self.random.normal(chains_np, lengths, noise_shape, self.dtype)
             if self.draft_kernel.has_memory:
                 draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
                 draft_memory[:, 0] = memory0
@@ -516,8 +516,7 @@ class _Run:
             log_ratio, deltas = packed.cpu().numpy()  # the round's one host sync
             drafted_index = torch.full((n, width), -1, dtype=torch.int64, device=device)
             drafted_index[d_rows_t, d_pos_t] = torch.arange(len(d_rows_t), device=device)
-        uniforms = torch.rand((n, max(width, 1)), generator=self.generator, device=device,
-                              dtype=torch.float64).cpu().numpy()
+        uniforms = self.random.uniform(chains_np, lengths)
         tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
 
         # --- the step after the accepted drafts: bonus, residual or reflection --------------------
@@ -527,9 +526,8 @@ class _Run:
         at_tau = index[rows, tau_t]
         base = flat_means[at_tau]  # m_q at x_tau (bonus and mutually singular cases)
         covariance = target.covariance(t_next)
-        fresh = covariance.draw(n, shape, self.generator, device, self.dtype)
-        residual_uniforms = torch.rand(n, generator=self.generator, device=device,
-                                       dtype=torch.float64).cpu().numpy()
+        fresh = self.random.normal(chains_np, None, covariance.noise_shape(shape), self.dtype)
+        residual_uniforms = self.random.uniform(chains_np, None)
         rejected = tau < lengths
         coupled = np.zeros(n, dtype=bool)
         if rejected.any():

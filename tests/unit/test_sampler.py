@@ -137,3 +137,27 @@ def test_stats_json_round_trip():
     for key in ("rounds", "target_evaluations", "draft_evaluations", "block_efficiency",
                 "accepted_length_histogram", "acceptance_by_position", "wall_time", "target_time"):
         assert key in data
+
+
+@pytest.mark.parametrize("drafter", ["kernel", "free", "frozen"])
+def test_per_chain_generators_make_chains_independent_of_their_batch(drafter):
+    """With one generator per chain, a chain's output does not depend on the other chains."""
+    target = chains.DoubleWellLangevinKernel(num_steps=30)
+    chosen = {"kernel": gs.KernelDrafter(chains.DoubleWellLangevinKernel(num_steps=30,
+                                                                         perturbation=0.5)),
+              "free": gs.FreeDrafter(), "frozen": gs.FrozenDrafter()}[drafter]
+    sampler = gs.SpeculativeSampler(target, chosen, 4)
+    x0 = target.initial_state(6)
+    whole = sampler.sample(x0, generator=gs.chain_generators(7, range(6)), return_trajectory=True)
+    part = sampler.sample(x0[2:5], generator=gs.chain_generators(7, range(2, 5)),
+                          return_trajectory=True)
+    assert torch.equal(whole.trajectory[:, 2:5], part.trajectory)
+    plain_whole = gs.sample_chain(target, x0, generator=gs.chain_generators(7, range(6)))
+    plain_part = gs.sample_chain(target, x0[2:5], generator=gs.chain_generators(7, range(2, 5)))
+    assert torch.equal(plain_whole.samples[2:5], plain_part.samples)
+
+
+def test_wrong_number_of_generators_is_refused():
+    sampler = gs.SpeculativeSampler(chains.OrnsteinUhlenbeckKernel(), gs.FreeDrafter())
+    with pytest.raises(ValueError, match="one per chain"):
+        sampler.sample(torch.zeros(3, 2, dtype=torch.float64), generator=gs.chain_generators(0, [0]))
