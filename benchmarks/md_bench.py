@@ -17,7 +17,8 @@ Drafters (per integrator: BAOAB = OpenMM's LangevinMiddleIntegrator, and ABOBA):
 * ``cheap-kernel``: the cheap force field alone as an independent draft kernel (KernelDrafter).
 
 For each configuration one chain runs ``--steps`` steps plainly and speculatively (block
-verification) back to back. Reported: sequential target force calls (plain: K; speculative: rounds
+verification) back to back; the two drafters that turn out never to accept at friction 1/ps
+(stale-free, cheap-kernel) run ``--short-steps`` against a plain run of that length. Reported: sequential target force calls (plain: K; speculative: rounds
 plus, for frozen, one per round), their ratio, block efficiency, and wall-clock of both.
 A Brownian (overdamped, friction 500/ps, dt 1 fs) row is added: at 1/ps friction Brownian dynamics
 of an all-atom model is unstable.
@@ -39,7 +40,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import gaussspec as gs
@@ -100,17 +100,28 @@ def drafter_setups(integrator, target, masses, dt, steps, velocities, friction):
     ]
 
 
-def run_configuration(name, target, vacuum, integrator, dt, steps, lengths_override, seed, friction=FRICTION):
+def run_configuration(name, target, vacuum, integrator, dt, steps, lengths_override, seed, friction=FRICTION,
+                      short_steps=None):
+    """One plain run and the speculative runs of every drafter; drafters that never accept
+    (stale-free, cheap-kernel) run ``short_steps`` against their own plain run of that length."""
     velocities = md.maxwell_boltzmann_velocities(vacuum.masses, TEMPERATURE, 1, torch.Generator().manual_seed(seed))
     x0 = initial_state(integrator, vacuum.positions, velocities)
-    plain_kernel = make_kernel(integrator, target["force"], vacuum.masses, dt, steps, None, velocities, friction)
-    plain = gs.sample_chain(plain_kernel, x0, generator=torch.Generator().manual_seed(seed + 1))
+    plains = {}
+
+    def plain_run(k):
+        if k not in plains:
+            kernel = make_kernel(integrator, target["force"], vacuum.masses, dt, k, None, velocities, friction)
+            plains[k] = gs.sample_chain(kernel, x0, generator=torch.Generator().manual_seed(seed + 1))
+        return plains[k]
+
     rows = []
-    for drafter_name, kernel, drafter, lengths in drafter_setups(
-        integrator, target, vacuum.masses, dt, steps, velocities, friction
-    ):
+    for drafter_name, short in (("mts-free", False), ("mts-frozen", False), ("stale-free", True), ("cheap-kernel", True)):
+        k = min(short_steps or steps, steps) if short else steps
+        setups = {d[0]: d for d in drafter_setups(integrator, target, vacuum.masses, dt, k, velocities, friction)}
+        _, kernel, drafter, lengths = setups[drafter_name]
+        plain = plain_run(k)
         for gamma in lengths_override or lengths:
-            if lengths_override and drafter_name in ("stale-free", "cheap-kernel") and gamma not in SHORT_LENGTHS:
+            if short and gamma not in SHORT_LENGTHS:
                 continue
             sampler = gs.SpeculativeSampler(kernel, drafter, draft_length=gamma)
             result = sampler.sample(x0, generator=torch.Generator().manual_seed(seed + 2))
@@ -122,7 +133,7 @@ def run_configuration(name, target, vacuum, integrator, dt, steps, lengths_overr
                 "friction_per_ps": friction,
                 "drafter": drafter_name,
                 "draft_length": gamma,
-                "steps": steps,
+                "steps": k,
                 "plain_sequential_calls": plain.stats.sequential_target_calls,
                 "spec_sequential_calls": stats.sequential_target_calls,
                 "call_reduction": plain.stats.sequential_target_calls / stats.sequential_target_calls,
@@ -135,7 +146,7 @@ def run_configuration(name, target, vacuum, integrator, dt, steps, lengths_overr
                 "spec_target_time_s": stats.target_time,
                 "spec_draft_time_s": stats.draft_time,
             })
-            print(f"{name:8s} {integrator:5s} dt={dt * 1000:.1f}fs {drafter_name:12s} gamma={gamma:2d} "
+            print(f"{name:8s} {integrator:8s} dt={dt * 1000:.1f}fs {drafter_name:12s} gamma={gamma:2d} "
                   f"calls {stats.sequential_target_calls:5d}/{plain.stats.sequential_target_calls} "
                   f"({rows[-1]['call_reduction']:.2f}x) eff={stats.block_efficiency:.2f} "
                   f"wall {stats.wall_time:.2f}s vs {plain.stats.wall_time:.2f}s", flush=True)
@@ -182,8 +193,9 @@ def markdown(rows, rama, meta) -> str:
         "",
         f"Measured by `benchmarks/md_bench.py` on {meta['machine']} (torch {meta['torch']}, OpenMM "
         f"{meta['openmm']}, one thread, a shared 2-core machine: wall-clock is indicative). Alanine "
-        f"dipeptide, Amber ff14SB, no constraints, no HMR, 300 K, friction 1/ps, one chain of "
-        f"{meta['steps']} steps per configuration; block verification. *Calls* = sequential target "
+        f"dipeptide, Amber ff14SB, no constraints, no HMR, 300 K, friction 1/ps (Brownian rows: "
+        f"500/ps), one chain of {meta['steps']} steps per configuration ({meta['short_steps']} for "
+        f"stale-free and cheap-kernel); block verification. *Calls* = sequential target "
         "force calls (plain: one per step; speculative: one per round, plus one per round for "
         "mts-frozen). Targets: " + "; ".join(f"`{k}`: {v}" for k, v in meta["targets"].items()) + ".",
         "",
@@ -255,6 +267,8 @@ def write_doc_section(section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="steps per one-chain run")
+    parser.add_argument("--short-steps", type=int, default=200,
+                        help="steps for the drafters that never accept (stale-free, cheap-kernel)")
     parser.add_argument("--rama-steps", type=int, default=5000, help="steps per chain of the Ramachandran runs")
     parser.add_argument("--rama-chains", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="dt 1 fs, gamma 4 and 16, no Ramachandran")
@@ -265,16 +279,17 @@ def main() -> None:
 
     vacuum, targets = build_targets()
     for target in targets.values():  # warm-up: numba compilation, first OpenMM and torch calls
-        run_configuration("warm-up", target, vacuum, "baoab", 0.001, 20, (4,), seed=0)
+        run_configuration("warm-up", target, vacuum, "baoab", 0.001, 20, (4,), seed=0, short_steps=20)
     timesteps = (0.001,) if args.quick else TIMESTEPS
     lengths = SHORT_LENGTHS if args.quick else None
     rows = []
     for name, target in targets.items():
         for integrator in ("baoab", "aboba"):
             for dt in timesteps:
-                rows += run_configuration(name, target, vacuum, integrator, dt, args.steps, lengths, seed=0)
+                rows += run_configuration(name, target, vacuum, integrator, dt, args.steps, lengths, seed=0,
+                                          short_steps=args.short_steps)
         rows += run_configuration(name, target, vacuum, "brownian", 0.001, args.steps, lengths or SHORT_LENGTHS,
-                                  seed=0, friction=500.0)
+                                  seed=0, friction=500.0, short_steps=args.short_steps)
     RESULTS.mkdir(parents=True, exist_ok=True)
     rama = None
     if not args.quick:
@@ -285,6 +300,7 @@ def main() -> None:
         "torch": torch.__version__,
         "openmm": openmm.__version__,
         "steps": args.steps,
+        "short_steps": args.short_steps,
         "rama_steps": args.rama_steps,
         "rama_chains": args.rama_chains,
         "targets": {k: v["description"] for k, v in targets.items()},

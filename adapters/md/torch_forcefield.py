@@ -243,8 +243,8 @@ class TorchForceField:
     def energy_and_forces(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(energy (B,), forces (B, N, 3))`` in kJ/mol and kJ/mol/nm; forces = -dE/dx."""
         positions = self._check(positions)
-        with torch.enable_grad():
-            x = positions.detach().requires_grad_(True)
+        with torch.inference_mode(False), torch.enable_grad():  # works under no_grad/inference_mode too
+            x = positions.detach().clone().requires_grad_(True)
             energy = self._energy(x)
             (gradient,) = torch.autograd.grad(energy.sum(), x)
         return energy.detach(), -gradient  # F = -grad E

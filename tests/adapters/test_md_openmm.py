@@ -204,7 +204,7 @@ def _circular_features(positions, topology):
 def test_equilibrium_energy_and_dihedrals_agree_with_langevin_middle(vacuum):
     """128 independent chains, 5 ps of BAOAB at 2 fs from thermal velocities: the potential energy
     and phi/psi (as sines and cosines) at the end agree with OpenMM's LangevinMiddleIntegrator,
-    for the plain chain and for the speculative one (mts-free, gamma 16). Per-feature KS tests,
+    for the plain chain and for the speculative one (mts-free, gamma 4). Per-feature KS tests,
     Holm-corrected over the 5 features; false-alarm budget ALPHA per comparison (two comparisons).
     Planted mutant caught by the same test: the plain chain at 345 K."""
     import scipy.stats
@@ -230,7 +230,7 @@ def test_equilibrium_energy_and_dihedrals_agree_with_langevin_middle(vacuum):
     x0 = vacuum.positions.expand(chains, -1, -1).clone()
     kernel = BAOABKernel(forces, vacuum.masses, 300.0, 1.0, 0.002, steps, fast_force_fn=bonded, initial_velocities=v0)
     plain = gs.sample_chain(kernel, x0, generator=torch.Generator().manual_seed(4)).samples
-    spec = gs.SpeculativeSampler(kernel, gs.FreeDrafter(), draft_length=16).sample(
+    spec = gs.SpeculativeSampler(kernel, gs.FreeDrafter(), draft_length=4).sample(
         x0, generator=torch.Generator().manual_seed(5)).samples
 
     def features(positions):
