@@ -3,6 +3,7 @@
 The public API is the names below; everything else is private.
 """
 
+from gaussspec.checkpoint import Checkpointing, load_trajectory
 from gaussspec.covariance import (
     Covariance,
     DenseCovariance,
@@ -19,6 +20,7 @@ from gaussspec.stats import SamplingStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpointing",
     "Covariance",
     "DenseCovariance",
     "DiagonalCovariance",
@@ -34,5 +36,6 @@ __all__ = [
     "SamplingStats",
     "SpeculativeSampler",
     "chain_generators",
+    "load_trajectory",
     "sample_chain",
 ]

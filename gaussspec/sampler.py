@@ -20,6 +20,7 @@ import attrs
 import numpy as np
 import torch
 
+from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
 from gaussspec.kernel import GaussianKernel
@@ -269,9 +270,10 @@ class SpeculativeSampler:
     def sample(
         self,
         x0: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator=None,
         return_trajectory: bool = False,
         progress: bool = False,
+        checkpoint: Checkpointing | None = None,
     ) -> SampleResult:
         """Run all chains from ``x0`` to step ``num_steps``; the output has the target chain's law.
 
@@ -281,15 +283,54 @@ class SpeculativeSampler:
                 a list with one per chain (see :func:`gaussspec.chain_generators`).
             return_trajectory: Keep all ``K + 1`` states of every chain.
             progress: Show a progress bar over chain-steps.
+            checkpoint: Save the run every few rounds (and stream its trajectory) so that
+                :meth:`resume` can finish it after a crash with exactly the same output.
         """
-        _check_x0(self.target, x0, generator)
-        return _Run(self, x0, generator, return_trajectory, progress).run()
+        _check_x0(self.target, x0, None)
+        if checkpoint is not None and not isinstance(checkpoint, Checkpointing):
+            raise TypeError(f"checkpoint must be a gaussspec.Checkpointing, got {type(checkpoint).__name__}")
+        return _Run(self, x0, generator, return_trajectory, progress, checkpoint).run()
+
+    def resume(
+        self,
+        checkpoint: Checkpointing,
+        generator=None,
+        return_trajectory: bool = False,
+        progress: bool = False,
+    ) -> SampleResult:
+        """Finish a run from its last checkpoint; the output equals the uninterrupted run's.
+
+        Args:
+            checkpoint: The same :class:`Checkpointing` the run was started with.
+            generator: Generators of the same kind (one, or one per chain) and device as the
+                original run; their states are restored from the checkpoint.
+            return_trajectory: Return the trajectory (needs a streamed ``trajectory_path`` with
+                ``thin = 1``, since states before the checkpoint are on disk only).
+            progress: Show a progress bar.
+        """
+        if not isinstance(checkpoint, Checkpointing):
+            raise TypeError(f"checkpoint must be a gaussspec.Checkpointing, got {type(checkpoint).__name__}")
+        device = generator.device if isinstance(generator, torch.Generator) else (
+            generator[0].device if generator else torch.device("cpu"))
+        restored = load_checkpoint(checkpoint.path, device)
+        run = _Run(self, restored[0]["x"], generator, False, progress, checkpoint, restored)
+        result = run.run()
+        if return_trajectory:
+            if checkpoint.trajectory_path is None or checkpoint.thin != 1:
+                raise ValueError(
+                    "a resumed run can return its trajectory only from a streamed "
+                    "trajectory_path with thin=1"
+                )
+            trajectory = torch.from_numpy(np.asarray(run.stream)).to(result.samples.device)
+            result = attrs.evolve(result, trajectory=trajectory)
+        return result
 
 
 class _Run:
     """State of one speculative run (all tensors batched over chains)."""
 
-    def __init__(self, sampler: SpeculativeSampler, x0, generator, return_trajectory, progress):
+    def __init__(self, sampler: SpeculativeSampler, x0, generator, return_trajectory, progress,
+                 checkpoint=None, restored=None):
         self.target = sampler.target
         self.drafter = sampler.drafter
         self.draft_kernel = sampler.drafter.kernel(sampler.target)
@@ -316,6 +357,61 @@ class _Run:
             num_chains=self.num_chains, num_steps=self.num_steps, draft_length=self.gamma
         )
         self.bar = _Progress(self.num_chains * self.num_steps, progress)
+        self.checkpoint, self.stream = checkpoint, None
+        self.settings = {
+            "target": type(self.target).__name__, "drafter": self.drafter.source,
+            "draft_length": self.gamma, "verification": self.verification,
+            "coupling": self.coupling, "num_chains": self.num_chains,
+            "num_steps": self.num_steps, "event_shape": list(self.event_shape),
+            "dtype": str(self.dtype),
+        }
+        if checkpoint is not None and checkpoint.trajectory_path is not None:
+            rows = self.num_steps // checkpoint.thin + 1
+            self.stream = open_trajectory(checkpoint.trajectory_path,
+                                          (rows, self.num_chains, *self.event_shape),
+                                          self.dtype, create=restored is None)
+            if restored is None:
+                self.stream[0] = x0.detach().cpu().numpy()
+        if restored is not None:
+            self._restore(*restored)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _restore(self, tensors, cache, memory, random_states, meta):
+        for key, value in self.settings.items():
+            if key != "target" and meta["settings"].get(key) != value:  # a renamed class is fine
+                raise ValueError(
+                    f"checkpoint was written with {key}={meta['settings'].get(key)!r}, this "
+                    f"sampler has {value!r}"
+                )
+        self.x, self.t = tensors["x"].to(self.dtype), tensors["t"].to(torch.int64)
+        self.memory, self.cache = memory, cache
+        self.has_cache = tensors["has_cache"].cpu().numpy().astype(bool)
+        self.stats = SamplingStats(**meta["stats"])
+        self.random.set_state(random_states)
+        self.bar.update(int(self.t.sum()))
+
+    def _save(self):
+        self.stats.wall_time = self.elapsed + time.perf_counter() - self.started
+        if self.stream is not None:
+            self.stream.flush()
+        save_checkpoint(
+            self.checkpoint.path,
+            {"x": self.x, "t": self.t, "has_cache": torch.as_tensor(self.has_cache)},
+            self.cache, self.memory, self.random.get_state(),
+            {"settings": self.settings, "stats": attrs.asdict(self.stats)},
+        )
+
+    def _record(self, steps: torch.Tensor, chains: torch.Tensor, states: torch.Tensor) -> None:
+        """Store states at (step, chain) in the trajectory and the streamed file."""
+        if self.trajectory is not None:
+            self.trajectory[steps, chains] = states
+        if self.stream is not None:
+            thin = self.checkpoint.thin
+            keep = (steps % thin) == 0
+            if bool(keep.any()):
+                rows = (steps[keep] // thin).cpu().numpy()
+                self.stream[rows, chains[keep].cpu().numpy()] = states[keep].detach().cpu().numpy()
 
     # -- kernel calls, timed ------------------------------------------------------------------
 
@@ -359,14 +455,18 @@ class _Run:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> SampleResult:
-        start = time.perf_counter()
+        self.started, self.elapsed = time.perf_counter(), self.stats.wall_time
         while True:
             active = torch.nonzero(self.t < self.num_steps).squeeze(1)
             if active.numel() == 0:
                 break
             self._round(active)
+            if self.checkpoint is not None and self.stats.rounds % self.checkpoint.every_rounds == 0:
+                self._save()
         self.bar.close()
-        self.stats.wall_time = time.perf_counter() - start
+        if self.checkpoint is not None:
+            self._save()
+        self.stats.wall_time = self.elapsed + time.perf_counter() - self.started
         return SampleResult(self.x, self.trajectory, self.stats, self.memory)
 
     def _rows(self, lengths: np.ndarray, at_least: int):
@@ -576,12 +676,13 @@ class _Run:
                     )
                 _tree_map(lambda c, e: c.__setitem__(chains, e), self.cache, tau_eval)
             self.has_cache[chains_np] = True
-        if self.trajectory is not None:
+        if self.trajectory is not None or self.stream is not None:
             a_rows, a_pos = self._pairs(tau, 1)
             a_rows = torch.as_tensor(a_rows, device=device)
             a_pos = torch.as_tensor(a_pos, device=device)
-            self.trajectory[t0[a_rows] + a_pos, chains[a_rows]] = path[a_rows, a_pos]
-            self.trajectory[t_next + 1, chains] = new_x
+            if len(a_rows):
+                self._record(t0[a_rows] + a_pos, chains[a_rows], path[a_rows, a_pos])
+            self._record(t_next + 1, chains, new_x)
         if all_chains:
             self.x, self.t = new_x, t_next + 1
         else:
