@@ -1,0 +1,103 @@
+"""Throughput of many independent chains against the number of processes (torch.distributed).
+
+Runs itself under torchrun (gloo, one thread per process) for each process count and records
+chains per second (plain and speculative) into benchmarks/results/scaling.{json,md}.
+
+Run: python benchmarks/scaling.py [--processes 1 2] [--chains 32] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import gaussspec as gs
+from gaussspec.distributed import init_from_environment, sample_distributed
+
+
+class MLPScoreULA(gs.GaussianKernel):
+    """ULA with a score network (64 -> 2048 -> 64): compute-bound per chain."""
+
+    def __init__(self, num_steps, dimension=64, hidden=2048, step_size=0.01):
+        g = torch.Generator().manual_seed(0)
+        self.w1 = torch.randn(dimension, hidden, generator=g) / dimension**0.5
+        self.w2 = torch.randn(hidden, dimension, generator=g) / hidden**0.5 * 0.5
+        self.h, self.num_steps, self.event_shape = step_size, num_steps, (dimension,)
+        self.cov = gs.IsotropicCovariance((2 * step_size) ** 0.5)
+
+    def covariance(self, t):
+        return self.cov
+
+    def evaluate(self, x, t):
+        return -x + torch.tanh(x @ self.w1) @ self.w2
+
+    def mean_from(self, x, t, score):
+        return x + self.h * score
+
+
+def worker(args):
+    torch.set_num_threads(1)
+    rank, world = init_from_environment("gloo")
+    kernel = MLPScoreULA(args.steps)
+    x0 = torch.zeros(args.chains, 64)
+    out = {}
+    for kind in ("plain", "speculative"):
+        sampler = None if kind == "plain" else gs.SpeculativeSampler(kernel, gs.FreeDrafter(), 6)
+        sample_distributed(sampler, kernel, x0[: max(world, 2)], seed=1)  # warm-up (numba, caches)
+        if world > 1:
+            torch.distributed.barrier()
+        tick = time.perf_counter()
+        result = sample_distributed(sampler, kernel, x0, seed=1)
+        out[kind] = {"wall_s": time.perf_counter() - tick,
+                     "block_efficiency": result.stats.block_efficiency,
+                     "rounds": result.stats.rounds}
+    if rank == 0:
+        Path(args.out).write_text(json.dumps(out))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--chains", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/scaling")
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    results = Path(args.out).parent
+    results.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for count in args.processes:
+        part = results / f"scaling_{count}.json"
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={count}",
+                   "--master_port=29531", __file__, "--worker", "--chains", str(args.chains),
+                   "--steps", str(args.steps), "--out", str(part)]
+        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        data = json.loads(part.read_text())
+        for kind, d in data.items():
+            rows.append({"processes": count, "sampler": kind, **d,
+                         "chains_per_s": args.chains / d["wall_s"],
+                         "chain_steps_per_s": args.chains * args.steps / d["wall_s"]})
+    Path(args.out + ".json").write_text(json.dumps(
+        {"chains": args.chains, "steps": args.steps, "cpu_cores": os.cpu_count(), "rows": rows},
+        indent=2))
+    lines = ["| processes | sampler | wall s | chains/s | chain-steps/s | block efficiency |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['processes']} | {r['sampler']} | {r['wall_s']:.2f} | "
+                     f"{r['chains_per_s']:.2f} | {r['chain_steps_per_s']:.0f} | "
+                     f"{r['block_efficiency']:.2f} |")
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
