@@ -106,3 +106,15 @@ def test_demo_smoke(tmp_path, capsys):
     assert "frechet_plain_vs_plain" in saved["agreement"] and report["config"]["num_inference_steps"] == 20
     printed = capsys.readouterr().out
     assert "block eff." in printed and "Frechet" in printed
+
+
+def test_docs_quickstart_snippet_runs():
+    """The quick-start block of docs/ddpm.md runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ddpm.md").read_text()
+    block = text.split("<!-- docs-snippet: quickstart -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(block, "docs/ddpm.md", "exec"), namespace)
+    assert namespace["out"].images.shape == (4, 8, 8, 1)
+    assert namespace["out"].stats.sequential_target_calls < 100
