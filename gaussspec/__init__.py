@@ -3,6 +3,7 @@
 The public API is the names below; everything else is private.
 """
 
+from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_trajectory
 from gaussspec.covariance import (
     Covariance,
@@ -20,6 +21,7 @@ from gaussspec.stats import SamplingStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveDraftLength",
     "Checkpointing",
     "Covariance",
     "DenseCovariance",

@@ -20,6 +20,7 @@ import attrs
 import numpy as np
 import torch
 
+from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
@@ -215,7 +216,8 @@ class SpeculativeSampler:
     Args:
         target: The expensive kernel whose chain law is reproduced exactly.
         drafter: A :class:`~gaussspec.drafters.Drafter`, or the name ``"frozen"`` or ``"free"``.
-        draft_length: gamma, the number of draft steps per round (``>= 1``).
+        draft_length: gamma, the number of draft steps per round (``>= 1``), or an
+            :class:`~gaussspec.AdaptiveDraftLength` that picks it each round.
         verification: ``"block"`` (Sun et al. 2025; never fewer steps per round) or ``"token"``.
         coupling: ``"gamma"`` (the weighted residual) or ``"reflection"`` (token-wise only).
     """
@@ -251,8 +253,13 @@ class SpeculativeSampler:
 
     @draft_length.validator
     def _check_draft_length(self, attribute, value):
+        if isinstance(value, AdaptiveDraftLength):
+            return
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"draft_length must be an integer >= 1, got {value!r}")
+            raise ValueError(
+                f"draft_length must be an integer >= 1 or gaussspec.AdaptiveDraftLength(...), "
+                f"got {value!r}"
+            )
 
     @verification.validator
     def _check_verification(self, attribute, value):
@@ -334,7 +341,12 @@ class _Run:
         self.target = sampler.target
         self.drafter = sampler.drafter
         self.draft_kernel = sampler.drafter.kernel(sampler.target)
-        self.gamma = int(sampler.draft_length)
+        self.adaptive = None
+        if isinstance(sampler.draft_length, AdaptiveDraftLength):
+            self.adaptive = sampler.draft_length.start(x0.shape[0])
+            self.gamma = sampler.draft_length.max_draft_length
+        else:
+            self.gamma = int(sampler.draft_length)
         self.verification = sampler.verification
         self.coupling = sampler.coupling
         self.random = Randomness(generator, x0.shape[0], x0.device)
@@ -496,6 +508,10 @@ class _Run:
             memory0 = self.memory if all_chains else self.memory[chains]
         # Draft lengths: a round may advance at most the chain's remaining steps (tau + 1 <= K - t).
         t0_np = t0.cpu().numpy()
+        if self.adaptive is not None:
+            gamma = self.adaptive.choose(chains_np, self.drafter.source == "frozen")
+            target_time, draft_time = self.stats.target_time, self.stats.draft_time
+            round_start = time.perf_counter()
         lengths = np.minimum(gamma, self.num_steps - t0_np - 1)
         if self.drafter.source == "free":
             lengths = np.where(self.has_cache[chains_np], lengths, 0)
@@ -690,3 +706,8 @@ class _Run:
             self.t[chains] = t_next + 1
         self.stats.record_round(tau, lengths)
         self.bar.update(int(tau.sum()) + n)
+        if self.adaptive is not None:
+            self.adaptive.update(chains_np, tau, lengths, len(all_rows),
+                                 self.stats.target_time - target_time,
+                                 self.stats.draft_time - draft_time, width,
+                                 time.perf_counter() - round_start)
