@@ -26,7 +26,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     out = tmp_path / "two.npz"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_port=29517", str(EXAMPLE), "--chains", "9", "--steps", "60",
+               "--standalone", str(EXAMPLE), "--chains", "9", "--steps", "60",
                "--out", str(out)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
