@@ -61,6 +61,8 @@ def worker(args):
     out["split_call_ms"] = split_call(world, rank)
     if rank == 0:
         Path(args.out).write_text(json.dumps(out))
+    if world > 1:
+        torch.distributed.destroy_process_group()
 
 
 def split_call(world, rank, states=8, repeats=20):

@@ -24,8 +24,11 @@ kernel = DoubleWellLangevinKernel(dimension=2, step_size=0.02, num_steps=args.st
 sampler = gs.SpeculativeSampler(kernel, gs.FreeDrafter(), draft_length=8)
 x0 = kernel.initial_state(args.chains)
 result = sample_distributed(sampler, kernel, x0, seed=args.seed)
-if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-    raise SystemExit(0)
+if torch.distributed.is_initialized():
+    rank = torch.distributed.get_rank()
+    torch.distributed.destroy_process_group()  # a clean exit for gloo's threads
+    if rank != 0:
+        raise SystemExit(0)
 print(f"{args.chains} chains: {result.stats.rounds} rounds, block efficiency "
       f"{result.stats.block_efficiency:.2f}, {result.stats.wall_time:.2f} s")
 if args.out:
