@@ -368,4 +368,5 @@ def test_sample_chain_parity_with_diffusers(kind, config, eta, monkeypatch):
         x = scheduler.step(out, t, x, **extra).prev_sample
     assert (result.samples - x).abs().max().item() < TOL
     assert result.stats.sequential_target_calls == 30
+    assert not torch.equal(noises[0], noises[1])
 
