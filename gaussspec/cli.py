@@ -1,4 +1,4 @@
-"""The ``gaussspec`` command line: ``check``, ``sample`` and ``demo``.
+"""The ``gaussspec`` command line: ``check``, ``sample``, ``bench`` and ``demo``.
 
 Exit codes: 0 success (``check``: no evidence of a difference), 1 (``check``: a difference was
 found), 2 usage or load errors.
@@ -193,6 +193,14 @@ def _command_demo(args) -> int:
     return 0
 
 
+def _command_bench(args) -> int:
+    try:
+        from gaussspec.benchmarking import main as bench_main
+    except ImportError as error:
+        raise UsageError(f"the benchmark suites are unavailable: {error}") from error
+    return int(bench_main(args.rest) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``gaussspec`` command."""
     parser = argparse.ArgumentParser(prog="gaussspec", description=__doc__.split("\n")[0])
@@ -219,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Langevin drafters: none, free, frozen, laplace, float32, subsample")
     sample.set_defaults(run=_command_sample)
 
+    bench = commands.add_parser(
+        "bench", help="run a benchmark suite (see 'gaussspec bench --help')", add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=_command_bench)
+
     demo = commands.add_parser("demo", help="the built-in example: ULA on a double well")
     demo.add_argument("--chains", type=_positive_int, default=8)
     demo.add_argument("--steps", type=_positive_int, default=2000)
@@ -231,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gaussspec`` command; returns the exit code."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the suites parse their own options
+        try:
+            return _command_bench(argparse.Namespace(rest=argv[1:]))
+        except UsageError as error:
+            print(f"gaussspec bench: error: {error}", file=sys.stderr)
+            return 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
