@@ -129,11 +129,20 @@ class IsotropicCovariance(Covariance):
         std: Non-negative standard deviation, a float, a 0-d tensor or a ``(B,)`` tensor.
     """
 
-    std: torch.Tensor = attrs.field(converter=lambda v: _as_tensor(v, "std"))
+    std: torch.Tensor = attrs.field()
+    _scalar: float | None = attrs.field(init=False, repr=False, eq=False)
     elementwise = True
 
     @std.validator
     def _check(self, attribute, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:  # cheap path for the common scalar
+                raise ValueError(
+                    f"IsotropicCovariance std must be finite and >= 0 (zeros allowed), got {value}"
+                )
+            return
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"std must be a torch.Tensor or a float, got {type(value).__name__}")
         if value.ndim > 1:
             raise ValueError(
                 f"IsotropicCovariance std must be a scalar or a (B,) tensor, got shape "
@@ -143,25 +152,36 @@ class IsotropicCovariance(Covariance):
         if (value < 0).any():
             raise ValueError("IsotropicCovariance std must be >= 0 (zeros allowed), got a negative value")
 
+    def __attrs_post_init__(self):
+        scalar = None
+        if isinstance(self.std, (int, float)):
+            scalar = float(self.std)
+            object.__setattr__(self, "std", torch.tensor(scalar, dtype=_F64))
+        elif self.std.ndim == 0:
+            scalar = float(self.std)
+        object.__setattr__(self, "_scalar", scalar)
+
     def noise_shape(self, event_shape):
         return tuple(event_shape)
 
     def full_range(self):
+        if self._scalar is not None:
+            return self._scalar > 0
         return bool((self.std > 0).all())
 
     def apply(self, noise, event_shape):
-        if self.std.ndim == 0:
-            return float(self.std) * noise  # L xi
+        if self._scalar is not None:
+            return self._scalar * noise  # L xi
         return _per_chain(self.std.to(noise.device, noise.dtype), noise.ndim) * noise  # L xi
 
     def step(self, mean, noise, event_shape):
-        if self.std.ndim == 0:
-            return torch.add(mean, noise.to(mean.dtype), alpha=float(self.std))  # m + std xi
+        if self._scalar is not None:
+            return torch.add(mean, noise.to(mean.dtype), alpha=self._scalar)  # m + std xi
         return mean + self.apply(noise, event_shape).to(mean.dtype)
 
     def _whiten(self, gap):
-        if self.std.ndim == 0 and float(self.std) > 0:  # fast path: L = std I, invertible
-            return gap / float(self.std), gap
+        if self._scalar is not None and self._scalar > 0:  # fast path: L = std I, invertible
+            return gap / self._scalar, gap
         std = _per_chain(self.std.to(gap.device, gap.dtype), gap.ndim).expand_as(gap)
         positive = std > 0
         safe = torch.where(positive, std, torch.ones_like(std))

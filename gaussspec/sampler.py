@@ -536,9 +536,11 @@ class _Run:
             if self.draft_kernel.has_memory:
                 draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
                 draft_memory[:, 0] = memory0
+        shortest = int(lengths.min())
+        steps = t0.unsqueeze(1) + torch.arange(width + 1, device=device)  # step of each position
         for i in range(1, width + 1):
-            rows, count = self._rows(lengths, i)
-            x_prev, t_prev = path[rows, i - 1], t0[rows] + (i - 1)
+            rows, count = (slice(None), n) if i <= shortest else self._rows(lengths, i)
+            x_prev, t_prev = path[rows, i - 1], steps[rows, i - 1]
             mem_prev = draft_memory[rows, i - 1] if draft_memory is not None else None
             rows_stale = _tree_map(lambda s: s[rows], stale) if stale is not None else None
             mean, evaluation = self._draft_mean(x_prev, t_prev, mem_prev, rows_stale)

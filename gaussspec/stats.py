@@ -60,11 +60,13 @@ class SamplingStats:
         self.chain_rounds += len(accepted)
         self.steps += int(accepted.sum()) + len(accepted)  # each chain advances tau + 1
         counts = np.bincount(accepted, minlength=self.draft_length + 1)
-        for k, n in enumerate(counts):
-            self.accepted_length_histogram[k] += int(n)
-        for i in range(self.draft_length):
-            self.drafted_by_position[i] += int((drafted > i).sum())
-            self.accepted_by_position[i] += int((accepted > i).sum())
+        positions = np.arange(self.draft_length)
+        drafted_counts = (drafted[:, None] > positions).sum(0)
+        accepted_counts = (accepted[:, None] > positions).sum(0)
+        self.accepted_length_histogram = [
+            a + int(b) for a, b in zip(self.accepted_length_histogram, counts)]
+        self.drafted_by_position = [a + int(b) for a, b in zip(self.drafted_by_position, drafted_counts)]
+        self.accepted_by_position = [a + int(b) for a, b in zip(self.accepted_by_position, accepted_counts)]
 
     @property
     def block_efficiency(self) -> float:

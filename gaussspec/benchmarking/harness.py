@@ -1,0 +1,160 @@
+"""Interleaved timing of plain and speculative runs of the same kernel.
+
+Every suite measures a *case* (one kernel, one batch of start states) against a list of
+*contenders*: the plain chain first, then speculative samplers. Each repeat runs every contender
+once, in a rotated order (so no contender always runs first, after a cold start or a burst of load
+from other jobs), with the same seed for all contenders of that repeat. Reported numbers are
+medians over repeats; speed-ups are the plain chain's median wall-clock over the contender's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import attrs
+import numpy as np
+import torch
+
+import gaussspec as gs
+
+__all__ = ["Contender", "plain", "speculative", "adaptive", "measure", "warm_up", "ADAPTIVE"]
+
+ADAPTIVE = "adaptive"
+
+
+@attrs.frozen
+class Contender:
+    """One way of running a case's kernel.
+
+    Attributes:
+        label: Short name used in tables.
+        sampler: The speculative sampler, or None for the plain chain.
+        info: Settings copied into the result rows (draft length, verification, ...).
+    """
+
+    label: str
+    sampler: gs.SpeculativeSampler | None
+    info: dict = attrs.field(factory=dict)
+
+
+def plain() -> Contender:
+    """The plain sequential chain (``gaussspec.sample_chain``)."""
+    return Contender("plain", None, {"kind": "plain", "draft_length": 0})
+
+
+def speculative(target, drafter, draft_length: int, verification: str = "block",
+                coupling: str = "gamma", label: str | None = None, drafter_name: str = "") -> Contender:
+    """A fixed-draft-length speculative sampler."""
+    sampler = gs.SpeculativeSampler(target, drafter, draft_length, verification, coupling)
+    name = drafter_name or getattr(drafter, "source", "kernel")
+    return Contender(label or f"{name} {verification}/{coupling} g={draft_length}", sampler, {
+        "kind": "speculative", "draft_length": draft_length, "verification": verification,
+        "coupling": coupling, "drafter": name})
+
+
+def adaptive(target, drafter, max_draft_length: int = 16, verification: str = "block",
+             label: str | None = None, drafter_name: str = "") -> Contender:
+    """A speculative sampler with :class:`gaussspec.AdaptiveDraftLength`."""
+    policy = gs.AdaptiveDraftLength(max_draft_length=max_draft_length)
+    sampler = gs.SpeculativeSampler(target, drafter, policy, verification, "gamma")
+    name = drafter_name or getattr(drafter, "source", "kernel")
+    return Contender(label or f"adaptive (max {max_draft_length})", sampler, {
+        "kind": ADAPTIVE, "draft_length": ADAPTIVE, "max_draft_length": max_draft_length,
+        "verification": verification, "coupling": "gamma", "drafter": name})
+
+
+def _sync(x: torch.Tensor) -> None:
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+
+
+def _run_once(contender: Contender, kernel, x0: torch.Tensor, seed: int):
+    generator = torch.Generator(device=x0.device).manual_seed(seed)
+    _sync(x0)
+    wall, cpu = time.perf_counter(), time.process_time()
+    if contender.sampler is None:
+        result = gs.sample_chain(kernel, x0, generator=generator)
+    else:
+        result = contender.sampler.sample(x0, generator=generator)
+    _sync(x0)
+    return result.stats, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int, seed: int = 0,
+            on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Time every contender ``repeats`` times, interleaved; one summary row per contender.
+
+    Args:
+        kernel: The target kernel (the plain chain runs it; samplers hold it as their target).
+        x0: Start states ``(B, *event_shape)``.
+        contenders: The plain chain first, then the speculative samplers.
+        repeats: Rounds of runs; each runs every contender once.
+        seed: Repeat ``r`` seeds every contender's generator with ``seed + r``.
+        on_row: Called with each finished row (progress printing).
+
+    Returns:
+        Rows with medians of wall-clock, CPU time, in-target, in-draft and engine time, the
+        counters of the first repeat, and ``speedup`` = plain median wall / this median wall.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not contenders or contenders[0].sampler is not None:
+        raise ValueError("the first contender must be the plain chain (benchmarking.harness.plain())")
+    runs: list[list] = [[] for _ in contenders]
+    for repeat in range(repeats):
+        shift = repeat % len(contenders)
+        order = list(range(len(contenders)))[shift:] + list(range(len(contenders)))[:shift]
+        for index in order:
+            runs[index].append(_run_once(contenders[index], kernel, x0, seed + repeat))
+    rows = []
+    for contender, measured in zip(contenders, runs):
+        stats = [m[0] for m in measured]
+        first = stats[0]
+        walls = [m[1] for m in measured]
+        row = {
+            "label": contender.label, **contender.info,
+            "chains": int(x0.shape[0]), "num_steps": int(kernel.num_steps), "repeats": repeats,
+            "wall_s": statistics.median(walls), "wall_s_all": walls,
+            "cpu_s": statistics.median(m[2] for m in measured),
+            "target_s": statistics.median(s.target_time for s in stats),
+            "draft_s": statistics.median(s.draft_time for s in stats),
+            "overhead_s": statistics.median(s.overhead_time for s in stats),
+            "overhead_share": statistics.median(s.overhead_time / s.wall_time for s in stats),
+            "rounds": first.rounds,
+            "sequential_target_calls": first.sequential_target_calls,
+            "target_evaluations": first.target_evaluations,
+            "draft_evaluations": first.draft_evaluations,
+            "block_efficiency": statistics.median(s.block_efficiency for s in stats),
+            "mean_draft_length": first.draft_evaluations / first.chain_rounds,
+            "acceptance_by_position": [None if np.isnan(a) else a
+                                       for a in first.acceptance_by_position],
+        }
+        rows.append(row)
+    plain_wall = rows[0]["wall_s"]
+    for row, measured in zip(rows, runs):
+        row["plain_wall_s"] = plain_wall
+        row["speedup"] = plain_wall / row["wall_s"]
+        # paired ratios (plain and contender of the same repeat) are less exposed to load drift
+        row["speedup_paired"] = statistics.median(
+            p[1] / m[1] for p, m in zip(runs[0], measured))
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def warm_up() -> None:
+    """Compile the residual sampler (numba) and touch torch's kernels before timing anything."""
+    from gaussspec.testing import chains
+
+    target = chains.OrnsteinUhlenbeckKernel(dimension=4, num_steps=12)
+    draft = gs.KernelDrafter(chains.OrnsteinUhlenbeckKernel(dimension=4, num_steps=12,
+                                                            perturbation=0.5))
+    x0 = torch.zeros(4, 4, dtype=torch.float64)
+    for verification, coupling in (("block", "gamma"), ("token", "gamma"), ("token", "reflection")):
+        for x in (x0, x0.float()):
+            gs.SpeculativeSampler(target, draft, 3, verification, coupling).sample(
+                x, generator=torch.Generator().manual_seed(0))
+    gs.SpeculativeSampler(target, gs.FreeDrafter(), gs.AdaptiveDraftLength(4)).sample(
+        x0, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,175 @@
+"""Writing a suite's results: JSON, a markdown report and matplotlib figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import attrs
+import torch
+
+__all__ = ["Column", "Section", "SuiteResult", "machine_meta", "markdown_table", "write_result",
+           "new_figure"]
+
+
+@attrs.frozen
+class Column:
+    """A table column: header, row key and format (``"{:.2f}"``, ``"{:.1%}"``, ...)."""
+
+    header: str
+    key: str
+    fmt: str = "{}"
+
+
+@attrs.frozen
+class Section:
+    """One table of a suite, with the text that explains it."""
+
+    title: str
+    note: str
+    columns: tuple
+    rows: list
+
+
+@attrs.define
+class SuiteResult:
+    """What a suite produced (filled in by the suite, written by :func:`write_result`)."""
+
+    suite: str
+    meta: dict
+    sections: list = attrs.field(factory=list)
+    figures: list = attrs.field(factory=list)  # (file name, caption)
+    summary: list = attrs.field(factory=list)  # lines of findings
+    notes: list = attrs.field(factory=list)  # skipped parts, caveats
+
+
+def machine_meta(device: str = "cpu") -> dict:
+    """Where and how the suite ran."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        machine = f"{torch.cuda.get_device_name(0)} (CUDA)"
+    else:
+        machine = f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    return {
+        "machine": machine,
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if isinstance(value, str):
+        return value
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def markdown_table(columns, rows) -> str:
+    """A GitHub markdown table of ``rows`` (dicts) with the given columns."""
+    lines = ["| " + " | ".join(c.header for c in columns) + " |",
+             "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c.key), c.fmt) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _json_ready(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def new_figure(columns: int, width: float = 4.6, height: float = 3.6):
+    """A figure with ``columns`` panels side by side (Agg backend, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, columns, figsize=(width * columns, height), squeeze=False)
+    return figure, list(axes[0])
+
+
+def save_figure(figure, out_dir: Path, name: str) -> str:
+    """Save as ``out_dir/name`` (PNG) and close; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(out_dir / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
+def write_result(result: SuiteResult, out_dir: Path, figures_dir: Path | None = None) -> dict:
+    """Write ``<suite>.json`` and ``<suite>.md`` (figures are already in ``out_dir``).
+
+    Args:
+        result: The suite's tables, figures and findings.
+        out_dir: The results folder.
+        figures_dir: Also copy the figures there (for docs), unchanged names.
+
+    Returns:
+        The JSON document, with ``files`` naming what was written.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{result.suite}.json"
+    md_path = out_dir / f"{result.suite}.md"
+    copied = []
+    if figures_dir is not None:
+        figures_dir.mkdir(parents=True, exist_ok=True)
+        for name, _ in result.figures:
+            shutil.copyfile(out_dir / name, figures_dir / name)
+            copied.append(str(figures_dir / name))
+    document = {
+        "suite": result.suite,
+        "meta": result.meta,
+        "summary": result.summary,
+        "notes": result.notes,
+        "sections": [{"title": s.title, "note": s.note, "rows": s.rows} for s in result.sections],
+        "figures": [name for name, _ in result.figures],
+        "files": {"json": str(json_path), "markdown": str(md_path),
+                  "figures": [str(out_dir / name) for name, _ in result.figures],
+                  "copied_figures": copied},
+    }
+    json_path.write_text(json.dumps(_json_ready(document), indent=2))
+    md_path.write_text(render_markdown(result))
+    return document
+
+
+def render_markdown(result: SuiteResult) -> str:
+    """The suite's markdown report: command, machine, findings, tables, figures."""
+    meta = result.meta
+    lines = [f"### Suite `{result.suite}`", "",
+             f"Command: `{meta.get('command', '')}` ({meta.get('seconds', 0):.0f} s). "
+             f"Machine: {meta.get('machine')}; torch {meta.get('torch')}, {meta.get('threads')} "
+             f"thread(s); {meta.get('date')}; medians of {meta.get('repeats')} interleaved "
+             "repeats.", ""]
+    if result.summary:
+        lines += [f"- {line}" for line in result.summary] + [""]
+    for note in result.notes:
+        lines += [f"*{note}*", ""]
+    for section in result.sections:
+        lines += [f"#### {section.title}", ""]
+        if section.note:
+            lines += [section.note, ""]
+        lines += [markdown_table(section.columns, section.rows), ""]
+    for name, caption in result.figures:
+        lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    return "\n".join(lines)
