@@ -54,3 +54,13 @@ def test_sample_writes_npz_and_stats(tmp_path):
     data = np.load(out)
     assert data["samples"].shape == (3, 2) and data["trajectory"].shape == (401, 3, 2)
     assert json.loads(out.with_suffix(".json").read_text())["rounds"] > 0
+
+
+def test_sample_posterior_through_the_langevin_adapter(tmp_path, capsys):
+    out = tmp_path / "kidiq.npz"
+    code = main(["sample", "--posterior", "kidiq", "--step-size", "0.05", "--draws", "30",
+                 "--langevin-drafter", "laplace", "--draft-length", "8", "--out", str(out)])
+    assert code == 0
+    assert np.load(out)["sigma"].shape == (1, 30)
+    assert main(["sample", "--posterior", "no_such_posterior", "--step-size", "0.1"]) == 2
+    assert "known posteriors" in capsys.readouterr().err
