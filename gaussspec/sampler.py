@@ -128,11 +128,13 @@ class _Progress:
 
 
 def _gaussian_step(kernel: GaussianKernel, mean: torch.Tensor, t: torch.Tensor,
-                   randomness: Randomness, chains: np.ndarray):
+                   randomness: Randomness, chains: np.ndarray, stats: SamplingStats):
     """``mean + L_t xi`` with noise in the mean's dtype."""
     covariance = kernel.covariance(t)
     shape = covariance.noise_shape(tuple(kernel.event_shape))
+    tick = time.perf_counter()
     noise = randomness.normal(chains, None, shape, mean.dtype)
+    stats.noise_time += time.perf_counter() - tick
     return covariance.step(mean, noise, tuple(kernel.event_shape))  # m + L xi
 
 
@@ -185,7 +187,7 @@ def sample_chain(
             stats.target_time += time.perf_counter() - tick
         _check_mean_shape(mean, expected, f"{type(kernel).__name__}.mean")
         _check_finite(mean, f"{type(kernel).__name__} mean", t, chains)
-        x_next = _gaussian_step(kernel, mean, t, randomness, chain_ids)
+        x_next = _gaussian_step(kernel, mean, t, randomness, chain_ids, stats)
         if kernel.has_memory:
             memory = kernel.next_memory(x, t, memory, evaluation, x_next)
         x = x_next
@@ -532,7 +534,9 @@ class _Run:
         if width > 0:
             draft_means = x0.new_empty((n, width, *shape))
             noise_shape = target.covariance(t0[:1]).noise_shape(shape)
+            tick = time.perf_counter()
             noises = self.random.normal(chains_np, lengths, noise_shape, self.dtype)
+            self.stats.noise_time += time.perf_counter() - tick
             if self.draft_kernel.has_memory:
                 draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
                 draft_memory[:, 0] = memory0
@@ -644,7 +648,9 @@ class _Run:
         at_tau = index[rows, tau_t]
         base = flat_means[at_tau]  # m_q at x_tau (bonus and mutually singular cases)
         covariance = target.covariance(t_next)
+        tick = time.perf_counter()
         fresh = self.random.normal(chains_np, None, covariance.noise_shape(shape), self.dtype)
+        self.stats.noise_time += time.perf_counter() - tick
         residual_uniforms = self.random.uniform(chains_np, None)
         rejected = tau < lengths
         coupled = np.zeros(n, dtype=bool)

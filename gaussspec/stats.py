@@ -31,6 +31,8 @@ class SamplingStats:
         wall_time: Seconds for the whole run.
         target_time: Seconds inside target calls.
         draft_time: Seconds inside draft-kernel calls.
+        noise_time: Seconds drawing standard normal noise (drafts, bonus and residual steps,
+            plain steps); part of the engine's own time, reported separately.
     """
 
     num_chains: int
@@ -48,6 +50,7 @@ class SamplingStats:
     wall_time: float = 0.0
     target_time: float = 0.0
     draft_time: float = 0.0
+    noise_time: float = 0.0
 
     def __attrs_post_init__(self):
         if not self.accepted_length_histogram:
@@ -93,6 +96,7 @@ class SamplingStats:
         out["acceptance_by_position"] = self.acceptance_by_position
         out["overhead_time"] = self.overhead_time
         out["overhead_share"] = self.overhead_time / self.wall_time if self.wall_time else 0.0
+        out["noise_share"] = self.noise_time / self.wall_time if self.wall_time else 0.0
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
