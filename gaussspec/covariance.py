@@ -226,6 +226,14 @@ class DiagonalCovariance(Covariance):
         return whitened, projected
 
 
+def _check_rows(matrix: torch.Tensor, event_shape, name: str) -> None:
+    if matrix.shape[-2] != math.prod(event_shape):
+        raise ValueError(
+            f"{name} has {matrix.shape[-2]} rows but states of shape {tuple(event_shape)} have "
+            f"{math.prod(event_shape)} coordinates"
+        )
+
+
 def _check_matrix(value: torch.Tensor, name: str) -> None:
     if value.ndim not in (2, 3):
         raise ValueError(
@@ -266,6 +274,7 @@ class DenseCovariance(Covariance):
             )
 
     def noise_shape(self, event_shape):
+        _check_rows(self.cholesky, event_shape, "DenseCovariance cholesky")
         return (math.prod(event_shape),)
 
     def full_range(self):
@@ -306,6 +315,7 @@ class FactorCovariance(Covariance):
         object.__setattr__(self, "_pinv", torch.linalg.pinv(self.factor.to(_F64)))
 
     def noise_shape(self, event_shape):
+        _check_rows(self.factor, event_shape, "FactorCovariance factor")
         return (self.factor.shape[-1],)
 
     def apply(self, noise, event_shape):

@@ -100,9 +100,16 @@ def _check_x0(kernel: GaussianKernel, x0: torch.Tensor, generator) -> None:
         )
 
 
-def _check_mean_shape(mean: torch.Tensor, expected: tuple, what: str) -> None:
+def _check_mean_shape(mean: torch.Tensor, expected: tuple, what: str, device=None) -> None:
+    if not isinstance(mean, torch.Tensor):
+        raise TypeError(f"{what} must return a torch.Tensor, got {type(mean).__name__}")
     if tuple(mean.shape) != expected:
         raise ValueError(f"{what} returned shape {tuple(mean.shape)}, expected {expected}")
+    if device is not None and mean.device != device:
+        raise ValueError(
+            f"{what} returned a tensor on {mean.device} but the states are on {device}; "
+            "keep the kernel and x0 on one device"
+        )
 
 
 class _Progress:
@@ -185,7 +192,7 @@ def sample_chain(
         else:
             mean = kernel.mean(x, t)
             stats.target_time += time.perf_counter() - tick
-        _check_mean_shape(mean, expected, f"{type(kernel).__name__}.mean")
+        _check_mean_shape(mean, expected, f"{type(kernel).__name__}.mean", x.device)
         _check_finite(mean, f"{type(kernel).__name__} mean", t, chains)
         x_next = _gaussian_step(kernel, mean, t, randomness, chain_ids, stats)
         if kernel.has_memory:
@@ -548,7 +555,7 @@ class _Run:
             mem_prev = draft_memory[rows, i - 1] if draft_memory is not None else None
             rows_stale = _tree_map(lambda s: s[rows], stale) if stale is not None else None
             mean, evaluation = self._draft_mean(x_prev, t_prev, mem_prev, rows_stale)
-            _check_mean_shape(mean, tuple(x_prev.shape), "draft mean")
+            _check_mean_shape(mean, tuple(x_prev.shape), "draft mean", x_prev.device)
             draft_means[rows, i - 1] = mean
             path[rows, i] = target.covariance(t_prev).step(mean, noises[rows, i - 1], shape)  # m_p + L xi
             if draft_memory is not None:
@@ -605,7 +612,8 @@ class _Run:
                     )
         else:
             flat_means = self._target_mean(flat_states, flat_steps, evaluations, None)
-            _check_mean_shape(flat_means, (len(all_rows), *shape), f"{type(target).__name__} mean")
+            _check_mean_shape(flat_means, (len(all_rows), *shape), f"{type(target).__name__} mean",
+                              flat_states.device)
         _check_finite(flat_means, f"{type(target).__name__} mean", flat_steps, chains[all_rows_t])
 
         # --- verification -------------------------------------------------------------------

@@ -169,6 +169,11 @@ def run(result: SuiteResult, out_dir, quick: bool, repeats: int, tiny: bool = Fa
     axis.set_xticks([p + 0.4 for p in positions], labels=names, rotation=25, ha="right", fontsize=8)
     axis.set(ylabel="wall-clock speed-up over plain", yscale="log",
              title="fixed draft lengths and the adaptive rule")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    axis.yaxis.set_major_formatter(ScalarFormatter())
+    axis.yaxis.set_minor_formatter(NullFormatter())
+    axis.set_yticks([0.25, 0.5, 1, 2, 4, 8])
     axis.legend(fontsize=7, ncol=4)
     result.figures.append((save_figure(figure, out_dir, "bench_adaptive.png"),
                            "Speed-up over plain of each fixed draft length and of the adaptive "

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (ddpm suite)")
     parser.add_argument("--figures-dir", default=None, help="also copy the PNG figures here")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke-test sizes (synthetic, comparisons, adaptive); numbers mean little")
     return parser
 
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         words = [name if word == "all" else word for word in given]
         command = "gaussspec bench " + " ".join(shlex.quote(word) for word in words)
         document = run_suite(name, args.out, args.quick, args.repeats, args.device,
-                             args.figures_dir, command=command)
+                             args.figures_dir, tiny=args.tiny, command=command)
         print(Path(document["files"]["markdown"]).read_text())
         print(f"wrote {document['files']['json']}, {document['files']['markdown']} and "
               f"{len(document['files']['figures'])} figure(s)")

@@ -27,7 +27,7 @@ def _sizes(quick: bool, tiny: bool) -> dict:
     if quick:
         return {"dims": (1, 16, 256, 4096), "ratios": (1, 10, 100), "steps": 100, "lengths": (4,),
                 "chains": 8}
-    return {"dims": (1, 4, 16, 64, 256, 1024, 4096, 16384), "ratios": (1, 3, 10, 30, 100),
+    return {"dims": (1, 4, 16, 64, 256, 1024, 4096), "ratios": (1, 3, 10, 30, 100),
             "steps": 200, "lengths": (2, 4, 8), "chains": 8}
 
 

@@ -161,3 +161,22 @@ def test_wrong_number_of_generators_is_refused():
     sampler = gs.SpeculativeSampler(chains.OrnsteinUhlenbeckKernel(), gs.FreeDrafter())
     with pytest.raises(ValueError, match="one per chain"):
         sampler.sample(torch.zeros(3, 2, dtype=torch.float64), generator=gs.chain_generators(0, [0]))
+
+
+class WrongFactorKernel(chains.OrnsteinUhlenbeckKernel):
+    def covariance(self, t):
+        return gs.DenseCovariance(torch.eye(3, dtype=torch.float64))
+
+
+class WrongShapeKernel(chains.OrnsteinUhlenbeckKernel):
+    def mean_from(self, x, t, evaluation):
+        return super().mean_from(x, t, evaluation)[:, :1]
+
+
+def test_covariance_and_mean_shape_mismatches_are_named():
+    x0 = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="3 rows but states of shape"):
+        gs.sample_chain(WrongFactorKernel(), x0, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="returned shape"):
+        gs.SpeculativeSampler(WrongShapeKernel(), gs.FreeDrafter()).sample(
+            x0, generator=torch.Generator().manual_seed(0))
