@@ -134,7 +134,7 @@ def ramachandran_plot(panels: dict, path, bins: int = 72, title: str | None = No
         with np.errstate(divide="ignore"):
             free = -np.log(hist.T / hist.max())  # free energy in kT, up to a constant
         mesh = ax.pcolormesh(edges, edges, np.where(np.isfinite(free), free, np.nan), cmap="viridis", vmax=8)
-        ax.set_title(f"{label} ({len(phi)} frames)")
+        ax.set_title(f"{label}\n{len(phi)} frames", fontsize=10)
         ax.set_xlabel("phi (deg)")
         ax.set_ylabel("psi (deg)")
         ax.set_xlim(-180, 180)
