@@ -122,6 +122,8 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
             "draft_s": statistics.median(s.draft_time for s in stats),
             "overhead_s": statistics.median(s.overhead_time for s in stats),
             "overhead_share": statistics.median(s.overhead_time / s.wall_time for s in stats),
+            "noise_share": statistics.median(getattr(s, "noise_time", float("nan")) / s.wall_time
+                                             for s in stats),
             "rounds": first.rounds,
             "sequential_target_calls": first.sequential_target_calls,
             "target_evaluations": first.target_evaluations,

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import torch
+
 import gaussspec as gs
 from gaussspec.benchmarking import harness
 from gaussspec.benchmarking.kernels import CallCost, LinearULA, predicted_acceptance
@@ -94,9 +96,8 @@ def cost_ratio_sweep(sizes: dict, repeats: int, dimension: int = 64, perturbatio
     return rows
 
 
-def gs_generator(seed: int):
-    import torch
-
+def gs_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
     return torch.Generator().manual_seed(seed)
 
 

@@ -1,0 +1,67 @@
+"""Smoke tests of ``gaussspec.benchmarking`` (``gaussspec bench``): files and keys, not speed."""
+
+import json
+
+import pytest
+import torch
+
+import gaussspec as gs
+from gaussspec.benchmarking import SUITES, main, run_suite
+from gaussspec.benchmarking import harness
+from gaussspec.benchmarking.kernels import CallCost, LinearULA, predicted_acceptance
+
+
+def test_synthetic_suite_writes_json_markdown_and_figures(tmp_path):
+    document = run_suite("synthetic", str(tmp_path), quick=True, repeats=1, tiny=True)
+    assert set(document) >= {"suite", "meta", "summary", "notes", "sections", "figures", "files"}
+    on_disk = json.loads((tmp_path / "synthetic.json").read_text())
+    assert on_disk["suite"] == "synthetic"
+    assert [s["title"] for s in on_disk["sections"]] == ["Dimension sweep", "Cost-ratio sweep"]
+    dims = on_disk["sections"][0]["rows"]
+    assert {"dimension", "predicted_acceptance", "acceptance_1_token", "block_efficiency_block",
+            "speedup_block", "plain_wall_s"} <= set(dims[0])
+    costs = on_disk["sections"][1]["rows"]
+    assert {r["kind"] for r in costs} == {"plain", "speculative", "adaptive"}
+    for row in costs:  # every speculative row sits beside its own plain chain
+        assert row["plain_wall_s"] > 0 and row["speedup"] > 0 and row["repeats"] == 1
+    assert on_disk["meta"]["command"].startswith("gaussspec bench synthetic")
+    markdown = (tmp_path / "synthetic.md").read_text()
+    assert "#### Dimension sweep" in markdown and "| d |" in markdown
+    for name in on_disk["figures"]:
+        png = tmp_path / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in markdown
+    assert len(on_disk["figures"]) == 2
+    # acceptance falls with the dimension (fixed per-coordinate draft error)
+    assert dims[0]["acceptance_1_token"] > dims[-1]["acceptance_1_token"]
+
+
+def test_main_parses_and_rejects_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["no-such-suite"])
+    assert main(["synthetic", "--out", str(tmp_path), "--repeats", "0"]) == 2
+    with pytest.raises(ValueError, match="unknown suite"):
+        run_suite("nope", str(tmp_path))
+    with pytest.raises(ValueError, match="repeats"):
+        run_suite("synthetic", str(tmp_path), repeats=0)
+    assert set(SUITES) == {"synthetic", "comparisons", "adaptive", "ddpm", "langevin", "md"}
+
+
+def test_harness_interleaves_and_puts_plain_first():
+    target = LinearULA(4, 0.1, 10, 0.0, CallCost())
+    draft = gs.KernelDrafter(LinearULA(4, 0.1, 10, 0.1, CallCost()))
+    x0 = target.initial_state(2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="plain"):
+        harness.measure(target, x0, [harness.speculative(target, draft, 2)], 1)
+    rows = harness.measure(target, x0, [harness.plain(), harness.speculative(target, draft, 2)], 2)
+    assert rows[0]["kind"] == "plain" and rows[0]["speedup"] == 1.0
+    assert len(rows[1]["wall_s_all"]) == 2 and rows[1]["block_efficiency"] > 1.0
+
+
+def test_call_cost_and_closed_form():
+    with pytest.raises(ValueError, match="latency"):
+        CallCost(latency=-1.0)
+    assert CallCost(latency=1e-3, per_state=1e-4).seconds(10) == pytest.approx(2e-3)
+    delta, accept = predicted_acceptance(1, 0.1, 0.0)
+    assert delta == 0.0 and accept == 1.0
+    assert predicted_acceptance(4096, 0.1, 0.2)[1] < predicted_acceptance(64, 0.1, 0.2)[1]
