@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 import gaussspec as gs
+from gaussspec.benchmarking.report import replace_doc_section  # noqa: E402
 from gaussspec.adapters.ddpm import DiffusionKernel
 from gaussspec.adapters.ddpm.models import load_digits_pipeline, load_draft_unet
 from gaussspec.adapters.ddpm.pipeline import draft_kernel_like
@@ -215,15 +216,7 @@ def markdown(rows, meta) -> str:
 
 def write_doc_section(section: str) -> None:
     """Replace (or add) the DDPM section of docs/benchmarks.md, leaving other sections alone."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nOne section per adapter.\n\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1:])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    replace_doc_section(DOC, SECTION, section)
 
 
 def main(argv=None) -> None:

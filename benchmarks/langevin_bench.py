@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import gaussspec as gs
+from gaussspec.benchmarking.report import replace_doc_section  # noqa: E402
 from gaussspec.adapters import langevin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,15 +255,7 @@ def markdown(rows: list[dict], confirmed: list[dict], many: list[dict], meta: di
 
 def write_doc_section(section: str) -> None:
     """Replace (or add) the Langevin section of docs/benchmarks.md, leaving other sections alone."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nOne section per adapter.\n\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    replace_doc_section(DOC, SECTION, section)
 
 
 def main() -> None:

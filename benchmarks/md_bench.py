@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 import gaussspec as gs
+from gaussspec.benchmarking.report import replace_doc_section  # noqa: E402
 from gaussspec.adapters import md
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,16 +282,8 @@ def markdown(rows, rama, meta) -> str:
 
 
 def write_doc_section(section: str) -> None:
-    """Replace (or add) the molecular dynamics section of docs/benchmarks.md, nothing else."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nOne section per adapter.\n\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1:])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    """Replace (or add) the molecular dynamics section of docs/benchmarks.md, leaving other sections alone."""
+    replace_doc_section(DOC, SECTION, section)
 
 
 def main() -> None:

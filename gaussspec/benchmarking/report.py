@@ -173,3 +173,20 @@ def render_markdown(result: SuiteResult) -> str:
     for name, caption in result.figures:
         lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
     return "\n".join(lines)
+
+
+def replace_doc_section(doc: Path, heading: str, section: str) -> None:
+    """Replace (or append) the ``## heading`` section of a markdown file, leaving the others alone.
+
+    The section runs from its heading to the next ``## `` heading (or the end of the file).
+    """
+    doc = Path(doc)
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nOne section per adapter.\n\n"
+    start = text.find(heading)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + ("" if end < 0 else text[end + 1:])
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)

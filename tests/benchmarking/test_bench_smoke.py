@@ -65,3 +65,14 @@ def test_call_cost_and_closed_form():
     delta, accept = predicted_acceptance(1, 0.1, 0.0)
     assert delta == 0.0 and accept == 1.0
     assert predicted_acceptance(4096, 0.1, 0.2)[1] < predicted_acceptance(64, 0.1, 0.2)[1]
+
+
+def test_replace_doc_section_touches_only_its_section(tmp_path):
+    from gaussspec.benchmarking.report import replace_doc_section
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## A\nold a\n\n## B\nkeep b\n")
+    replace_doc_section(doc, "## A", "## A\nnew a\n")
+    assert doc.read_text() == "# Benchmarks\n\n## A\nnew a\n## B\nkeep b\n"
+    replace_doc_section(doc, "## C", "## C\nc\n")
+    assert doc.read_text().endswith("## B\nkeep b\n\n## C\nc\n")
