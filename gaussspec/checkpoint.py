@@ -25,7 +25,7 @@ from safetensors import safe_open
 
 __all__ = ["Checkpointing", "load_trajectory"]
 
-_FORMAT = "gaussspec-checkpoint-1"
+_FORMAT = "gaussspec-checkpoint-2"
 
 
 def _positive(instance, attribute, value):

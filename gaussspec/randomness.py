@@ -8,12 +8,26 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
 import torch
 
 __all__ = ["Randomness", "chain_generators"]
+
+_WORKER: ThreadPoolExecutor | None = None
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker() -> ThreadPoolExecutor:
+    """One background thread that draws random numbers while a kernel call runs."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None:
+            _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaussspec-draws")
+        return _WORKER
 
 
 def chain_generators(seed: int, chain_ids, device="cpu") -> list[torch.Generator]:
@@ -70,6 +84,41 @@ class Randomness:
     def uniform(self, chains: np.ndarray, counts: np.ndarray | None) -> np.ndarray:
         """Uniform(0, 1) variates in float64 on the host, shaped like :meth:`normal` with no event."""
         return self._draw(torch.rand, chains, counts, (), torch.float64).cpu().numpy()
+
+    def round_draws(
+        self, chains: np.ndarray, lengths: np.ndarray, noise_shape, dtype, next_width: int
+    ) -> Future:
+        """The draws a round makes after its target call, started now, in the background.
+
+        Returns a future of ``(uniforms, fresh, residual_uniforms, next_noise)``: acceptance
+        uniforms ``(n, max(lengths))``, standard normal noise ``(n, *noise_shape)`` for the step
+        after the accepted drafts, ``(n,)`` uniforms for the residual, and the NEXT round's draft
+        noise ``(n, next_width, *noise_shape)`` for these chains (None when ``next_width`` is 0).
+        None of them depends on the target's output, so on CPU they are drawn by a worker thread
+        while the target call runs (torch releases the GIL inside its kernels). The generator is
+        used in the same order as drawing them in the foreground after the call, so results are
+        identical either way; the caller must not use the generator until the future is
+        resolved. Without an explicit generator (torch's global one, which other code may
+        touch) or off CPU (where draws are asynchronous already) they are drawn in the
+        foreground.
+        """
+
+        def draw():
+            uniforms = self.uniform(chains, lengths)
+            fresh = self.normal(chains, None, noise_shape, dtype)
+            residual_uniforms = self.uniform(chains, None)
+            next_noise = None
+            if next_width > 0:
+                counts = np.full(len(chains), next_width)
+                next_noise = self.normal(chains, counts, noise_shape, dtype)
+            return uniforms, fresh, residual_uniforms, next_noise
+
+        explicit = self.per_chain is not None or self.shared is not None
+        if explicit and torch.device(self.device).type == "cpu":
+            return _worker().submit(draw)
+        done: Future = Future()
+        done.set_result(draw())
+        return done
 
     def _draw(self, fn, chains, counts, shape, dtype):
         n = len(chains)

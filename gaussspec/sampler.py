@@ -22,7 +22,16 @@ import torch
 
 from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
-from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
+from gaussspec.coupling import (
+    COUPLINGS,
+    REFLECTION,
+    RESIDUAL_DRAW,
+    fused_next_states,
+    reflection_noise,
+    residual_noise,
+)
+from gaussspec.covariance import IsotropicCovariance
+from gaussspec.residual import sample_residual
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
 from gaussspec.kernel import GaussianKernel
 from gaussspec.randomness import Randomness
@@ -30,6 +39,7 @@ from gaussspec.stats import SamplingStats
 from gaussspec.verification import (
     VERIFICATIONS,
     accepted_lengths,
+    fused_gap_statistics,
     log_ratios,
     range_tolerance,
     whitened_gaps,
@@ -367,8 +377,13 @@ class _Run:
         self.x = x0.clone()
         self.num_chains = x0.shape[0]
         self.t = torch.zeros(self.num_chains, dtype=torch.int64, device=self.device)
+        self.t_host = np.zeros(self.num_chains, dtype=np.int64)  # host mirror of t
+        self.chain_ids = torch.arange(self.num_chains, device=self.device)
         self.memory = self.target.initial_memory(self.x) if self.target.has_memory else None
         self.cache = None  # FreeDrafter: target evaluation at each chain's parent state
+        self.prefetched = None  # (chains, noise): the next round's draft noise, drawn early
+        self.fused_verification = (self.device.type == "cpu"  # compiled CPU paths (until a round
+                                   and self.dtype in (torch.float32, torch.float64))  # says no)
         self.has_cache = np.zeros(self.num_chains, dtype=bool)
         self.trajectory = None
         if return_trajectory:
@@ -406,11 +421,21 @@ class _Run:
                     f"sampler has {value!r}"
                 )
         self.x, self.t = tensors["x"].to(self.dtype), tensors["t"].to(torch.int64)
+        self.t_host = self.t.cpu().numpy().copy()
+        if "prefetched_noise" in tensors:
+            self.prefetched = (tensors["prefetched_chains"].cpu().numpy(),
+                               tensors["prefetched_noise"].to(self.dtype))
         self.memory, self.cache = memory, cache
         self.has_cache = tensors["has_cache"].cpu().numpy().astype(bool)
         self.stats = SamplingStats(**meta["stats"])
         self.random.set_state(random_states)
         self.bar.update(int(self.t.sum()))
+
+    def _prefetched_tensors(self) -> dict:
+        if self.prefetched is None:
+            return {}
+        chains, noise = self.prefetched
+        return {"prefetched_chains": torch.as_tensor(chains), "prefetched_noise": noise}
 
     def _save(self):
         self.stats.wall_time = self.elapsed + time.perf_counter() - self.started
@@ -418,7 +443,8 @@ class _Run:
             self.stream.flush()
         save_checkpoint(
             self.checkpoint.path,
-            {"x": self.x, "t": self.t, "has_cache": torch.as_tensor(self.has_cache)},
+            {"x": self.x, "t": self.t, "has_cache": torch.as_tensor(self.has_cache),
+             **self._prefetched_tensors()},
             self.cache, self.memory, self.random.get_state(),
             {"settings": self.settings, "stats": attrs.asdict(self.stats)},
         )
@@ -449,9 +475,13 @@ class _Run:
     def _target_mean(self, x, t, evaluation, memory):
         if not self.target.splits_evaluation:
             return evaluation
+        tick = time.perf_counter()
         if self.target.has_memory:
-            return self.target.mean_from(x, t, evaluation, memory)
-        return self.target.mean_from(x, t, evaluation)
+            mean = self.target.mean_from(x, t, evaluation, memory)
+        else:
+            mean = self.target.mean_from(x, t, evaluation)
+        self.stats.target_time += time.perf_counter() - tick  # a target kernel call too
+        return mean
 
     def _draft_mean(self, x, t, memory, stale):
         """Draft mean at (x, t) and the evaluation its memory update needs."""
@@ -478,8 +508,8 @@ class _Run:
     def run(self) -> SampleResult:
         self.started, self.elapsed = time.perf_counter(), self.stats.wall_time
         while True:
-            active = torch.nonzero(self.t < self.num_steps).squeeze(1)
-            if active.numel() == 0:
+            active = np.nonzero(self.t_host < self.num_steps)[0]  # host mirror of t: no sync
+            if len(active) == 0:
                 break
             self._round(active)
             if self.checkpoint is not None and self.stats.rounds % self.checkpoint.every_rounds == 0:
@@ -505,52 +535,34 @@ class _Run:
         rows, cols = np.nonzero(valid)
         return rows, positions[cols]
 
-    def _round(self, chains: torch.Tensor) -> None:
-        target, gamma, shape, device = self.target, self.gamma, self.event_shape, self.device
-        n = chains.numel()
-        chains_np = chains.cpu().numpy()
-        all_chains = n == self.num_chains
-        x0 = self.x if all_chains else self.x[chains]
-        t0 = self.t if all_chains else self.t[chains]
-        memory0 = None
-        if self.memory is not None:
-            memory0 = self.memory if all_chains else self.memory[chains]
-        # Draft lengths: a round may advance at most the chain's remaining steps (tau + 1 <= K - t).
-        t0_np = t0.cpu().numpy()
-        if self.adaptive is not None:
-            gamma = self.adaptive.choose(chains_np, self.drafter.source == "frozen")
-            target_time, draft_time = self.stats.target_time, self.stats.draft_time
-            round_start = time.perf_counter()
-        lengths = np.minimum(gamma, self.num_steps - t0_np - 1)
-        if self.drafter.source == "free":
-            lengths = np.where(self.has_cache[chains_np], lengths, 0)
-        width = int(lengths.max())
+    def _device_index(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), device=self.device)
 
-        # --- the frozen evaluation (one extra sequential target call) or the cached one -------
-        stale = None
-        if self.drafter.source == "frozen":
-            stale = self._target_evaluate(x0, t0)
-            self.stats.sequential_target_calls += 1
-        elif self.drafter.source == "free" and width > 0:
-            stale = self.cache if all_chains else _tree_map(lambda c: c[chains], self.cache)
+    def _draft(self, x0, t0_host, memory0, stale, lengths, chains_np):
+        """Draft up to ``lengths[b]`` steps per chain: the padded ``(n, width + 1)`` path grid.
 
-        # --- drafting: path[:, 0] = x0, path[:, i] = m_p + L xi for chains with length >= i ----
-        path = x0.new_empty((n, width + 1, *shape))
+        Returns ``(path, draft_means, noises, steps)``; ``path[:, 0] = x0`` and
+        ``path[:, i] = m_p(path[:, i - 1]) + L xi_i`` where chain ``b`` drafts ``i <= lengths[b]``
+        (the rest is zero padding), ``steps[b, i] = t0[b] + min(i, lengths[b])`` on the states'
+        device.
+        """
+        target, shape, n = self.target, self.event_shape, len(lengths)
+        width, shortest = int(lengths.max()), int(lengths.min())
+        allocate = x0.new_empty if shortest == width else x0.new_zeros  # padding stays finite
+        path = allocate((n, width + 1, *shape))
         path[:, 0] = x0
-        draft_means = noises = draft_memory = None
-        if width > 0:
-            draft_means = x0.new_empty((n, width, *shape))
-            noise_shape = target.covariance(t0[:1]).noise_shape(shape)
-            tick = time.perf_counter()
-            noises = self.random.normal(chains_np, lengths, noise_shape, self.dtype)
-            self.stats.noise_time += time.perf_counter() - tick
-            if self.draft_kernel.has_memory:
-                draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
-                draft_memory[:, 0] = memory0
-        shortest = int(lengths.min())
-        steps = t0.unsqueeze(1) + torch.arange(width + 1, device=device)  # step of each position
+        # step of each position; padding repeats the chain's last drafted step (a valid index)
+        steps = self._device_index(t0_host[:, None] + np.minimum(np.arange(width + 1), lengths[:, None]))
+        if width == 0:
+            return path, None, None, steps
+        draft_means = allocate((n, width, *shape))
+        noises = self._draft_noise(chains_np, lengths, steps)
+        draft_memory = None
+        if self.draft_kernel.has_memory:
+            draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
+            draft_memory[:, 0] = memory0
         for i in range(1, width + 1):
-            rows, count = (slice(None), n) if i <= shortest else self._rows(lengths, i)
+            rows = slice(None) if i <= shortest else self._rows(lengths, i)[0]
             x_prev, t_prev = path[rows, i - 1], steps[rows, i - 1]
             mem_prev = draft_memory[rows, i - 1] if draft_memory is not None else None
             rows_stale = _tree_map(lambda s: s[rows], stale) if stale is not None else None
@@ -563,134 +575,242 @@ class _Run:
                     x_prev, t_prev, mem_prev, evaluation, path[rows, i]
                 )
         self.stats.draft_evaluations += int(lengths.sum())
+        return path, draft_means, noises, steps
 
-        # --- ONE batched target call on the drafted states -------------------------------------
-        # Flat layout of the states with a target mean: pairs (row, position <= length); index
-        # maps (row, position) to its place in the flat tensors.
-        full = lengths.min() == width
-        all_rows, all_pos = self._pairs(lengths, 0)
-        index = torch.full((n, width + 1), -1, dtype=torch.int64, device=device)
-        all_rows_t = torch.as_tensor(all_rows, device=device)
-        all_pos_t = torch.as_tensor(all_pos, device=device)
-        flat_states = path.reshape(-1, *shape) if full else path[all_rows_t, all_pos_t]
-        flat_steps = t0[all_rows_t] + all_pos_t
-        if self.drafter.source == "frozen":  # position 0 already evaluated by the frozen call
-            order = np.argsort(all_pos != 0, kind="stable")  # position-0 rows first
-            all_rows, all_pos = all_rows[order], all_pos[order]
-            all_rows_t, all_pos_t = all_rows_t[order], all_pos_t[order]
-            flat_states, flat_steps = flat_states[order], flat_steps[order]
-            later = self._target_evaluate(flat_states[n:], flat_steps[n:]) if len(all_rows) > n \
-                else None
-            evaluations = stale if later is None else _tree_map(
-                lambda a, b: torch.cat([a, b]), stale, later)
-        else:
+    def _draft_noise(self, chains_np, lengths, steps):
+        """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
+
+        With a fixed draft length every round draws the next round's noise (gamma positions for
+        each of its chains) in the background while its target call runs; chains that finished
+        or draft fewer positions leave draws unused, which keeps the draws independent of
+        everything they are combined with. The first round (and adaptive runs, whose next
+        length is not known yet) draws in the foreground.
+        """
+        width = int(lengths.max())
+        if self.prefetched is not None:
+            prefetched_chains, block = self.prefetched
+            self.prefetched = None
+            if len(prefetched_chains) != len(chains_np) or (prefetched_chains != chains_np).any():
+                block = block[self._device_index(np.searchsorted(prefetched_chains, chains_np))]
+            block = block[:, :width]
+            return block if block.is_contiguous() else block.contiguous()
+        noise_shape = self.target.covariance(steps[:1, 0]).noise_shape(self.event_shape)
+        tick = time.perf_counter()
+        counts = lengths if self.adaptive is not None else np.full(len(lengths), self.gamma)
+        noises = self.random.normal(chains_np, counts, noise_shape, self.dtype)[:, :width]
+        self.stats.noise_time += time.perf_counter() - tick
+        return noises if noises.is_contiguous() else noises.contiguous()
+
+    def _verify_target(self, path, steps, lengths, stale, memory0):
+        """ONE batched target call on the drafted states, and the target means along each path.
+
+        Returns ``(means, evaluations, flat_index)``: ``means`` is the ``(n, width + 1, *event)``
+        grid of target means (padding slots hold copies), ``evaluations`` the call's output in its
+        flat layout and ``flat_index[b, i]`` the flat row of grid slot ``(b, i)`` (host array).
+        """
+        target, shape, n = self.target, self.event_shape, len(lengths)
+        width = path.shape[1] - 1
+        full = int(lengths.min()) == width
+        frozen = self.drafter.source == "frozen"
+        if full and not frozen:  # every chain drafts fully: the flat layout is the grid itself
+            flat_index = np.arange(n * (width + 1)).reshape(n, width + 1)
+            flat_states, flat_steps = path.reshape(-1, *shape), steps.reshape(-1)
             evaluations = self._target_evaluate(flat_states, flat_steps)
-        index[all_rows_t, all_pos_t] = torch.arange(len(all_rows), device=device)
+        else:  # valid slots only; the frozen drafter's position-0 evaluation comes first
+            rows, positions = self._pairs(lengths, 0)
+            if frozen:
+                order = np.argsort(positions != 0, kind="stable")
+                rows, positions = rows[order], positions[order]
+            flat_index = np.zeros((n, width + 1), dtype=np.int64)
+            flat_index[rows, positions] = np.arange(len(rows))
+            rows_t, positions_t = self._device_index(rows), self._device_index(positions)
+            flat_states, flat_steps = path[rows_t, positions_t], steps[rows_t, positions_t]
+            if frozen:
+                later = (self._target_evaluate(flat_states[n:], flat_steps[n:])
+                         if len(rows) > n else None)
+                evaluations = stale if later is None else _tree_map(
+                    lambda a, b: torch.cat([a, b]), stale, later)
+            else:
+                evaluations = self._target_evaluate(flat_states, flat_steps)
         self.stats.rounds += 1
         self.stats.sequential_target_calls += 1
-
-        # --- target means along the path (and target memories by a cheap scan, ALG 7) ---------
-        target_memory = None
         if target.has_memory:
-            flat_means = x0.new_empty((len(all_rows), *shape))
-            target_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
-            target_memory[:, 0] = memory0
-            for i in range(width + 1):
-                rows, _ = self._rows(lengths, i)
-                at = index[rows, i]
-                x_i, t_i = path[rows, i], t0[rows] + i
-                e_i = _tree_map(lambda e: e[at], evaluations)
-                flat_means[at] = target.mean_from(x_i, t_i, e_i, target_memory[rows, i])
-                if i < width:
-                    rows_np = np.arange(n)[lengths >= i]
-                    nxt_np = np.nonzero(lengths[rows_np] >= i + 1)[0]
-                    nxt = torch.as_tensor(nxt_np, device=device)
-                    rows_next = torch.as_tensor(rows_np[nxt_np], device=device)
-                    target_memory[rows_next, i + 1] = target.next_memory(
-                        x_i[nxt], t_i[nxt], target_memory[rows_next, i],
-                        _tree_map(lambda e: e[nxt], e_i), path[rows_next, i + 1],
-                    )
+            return self._target_scan(path, steps, lengths, evaluations, flat_index, memory0)
+        flat_means = self._target_mean(flat_states, flat_steps, evaluations, None)
+        _check_mean_shape(flat_means, (flat_states.shape[0], *shape),
+                          f"{type(target).__name__} mean", flat_states.device)
+        if full and not frozen:
+            means = flat_means.view(n, width + 1, *shape)
         else:
-            flat_means = self._target_mean(flat_states, flat_steps, evaluations, None)
-            _check_mean_shape(flat_means, (len(all_rows), *shape), f"{type(target).__name__} mean",
-                              flat_states.device)
-        _check_finite(flat_means, f"{type(target).__name__} mean", flat_steps, chains[all_rows_t])
+            means = flat_means[self._device_index(flat_index)]
+        return means, evaluations, flat_index, None
 
-        # --- verification -------------------------------------------------------------------
-        log_ratio = np.zeros((n, max(width, 1)))
-        deltas = np.zeros((n, max(width, 1)))
+    def _target_scan(self, path, steps, lengths, evaluations, flat_index, memory0):
+        """Target means and memories along each drafted path by a cheap scan (ALGORITHMS 7)."""
+        target, n, width = self.target, len(lengths), path.shape[1] - 1
+        tick = time.perf_counter()
+        means = path.new_zeros(path.shape)
+        memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
+        memory[:, 0] = memory0
+        for i in range(width + 1):
+            rows_np = np.nonzero(lengths >= i)[0]
+            rows = self._device_index(rows_np)
+            x_i, t_i = path[rows, i], steps[rows, i]
+            e_i = _tree_map(lambda e: e[self._device_index(flat_index[rows_np, i])], evaluations)
+            means[rows, i] = target.mean_from(x_i, t_i, e_i, memory[rows, i])
+            if i < width:
+                next_np = np.nonzero(lengths[rows_np] >= i + 1)[0]
+                nxt, rows_next = self._device_index(next_np), self._device_index(rows_np[next_np])
+                memory[rows_next, i + 1] = target.next_memory(
+                    x_i[nxt], t_i[nxt], memory[rows_next, i],
+                    _tree_map(lambda e: e[nxt], e_i), path[rows_next, i + 1],
+                )
+        self.stats.target_time += time.perf_counter() - tick
+        return means, evaluations, flat_index, memory
+
+    def _check_grid(self, means, draft_means, steps, lengths, chains_np, last_offset):
+        """Raise :class:`NonFiniteMeanError` naming the first non-finite mean among valid slots."""
+        rows, positions = self._pairs(lengths, 0, last_offset)
+        at = (self._device_index(rows), self._device_index(positions))
+        if draft_means is not None and len(rows):
+            drafted = positions < lengths[rows]
+            d_at = (self._device_index(rows[drafted]), self._device_index(positions[drafted]))
+            _check_finite(draft_means[d_at], "draft mean", steps[d_at],
+                          self._device_index(chains_np[rows[drafted]]))
+        _check_finite(means[at], f"{type(self.target).__name__} mean", steps[at],
+                      self._device_index(chains_np[rows]))
+
+    def _gaps(self, means, draft_means, noises, steps, lengths, chains_np):
+        """Gap norms ``delta`` and log ratios per drafted slot (host ``(n, width)`` float64)."""
+        n, width, shape = len(lengths), draft_means.shape[1], self.event_shape
+        covariance = self.target.covariance(steps[:, :width].reshape(-1))
+        fused = fused_gap_statistics(covariance, means, draft_means, noises)
+        if fused is not None:  # invertible isotropic noise on CPU: one compiled pass
+            deltas, log_ratio = fused
+            valid = np.arange(width)[None, :] < lengths[:, None]
+            if not np.isfinite(log_ratio[valid]).all():  # only non-finite means make it so here
+                self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
+            return deltas, log_ratio, True
+        self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
+        whitened, delta = whitened_gaps(
+            covariance, means[:, :width].reshape(n * width, *shape),
+            draft_means.reshape(n * width, *shape), self.range_rtol,
+        )
+        ratio = log_ratios(noises.reshape(n * width, *noises.shape[2:]), whitened, delta)
+        packed = torch.stack([ratio, delta]).reshape(2, n, width)
+        log_ratio, deltas = packed.cpu().numpy()  # the round's one host sync
+        return deltas, log_ratio, False
+
+    @staticmethod
+    def _isotropic_std(covariance, n: int) -> np.ndarray | None:
+        """``(n,)`` host stds of an isotropic covariance, or None for any other kind."""
+        if not isinstance(covariance, IsotropicCovariance):
+            return None
+        if covariance._scalar is not None:
+            return np.full(n, covariance._scalar)
+        std = covariance.std.detach().to(torch.float64).cpu().numpy().reshape(-1)
+        return np.broadcast_to(std, (n,)) if std.size in (1, n) else None
+
+    def _round(self, chains_np: np.ndarray) -> None:
+        target, gamma, shape, device = self.target, self.gamma, self.event_shape, self.device
+        n = len(chains_np)
+        all_chains = n == self.num_chains
+        chains = self.chain_ids if all_chains else self._device_index(chains_np)
+        x0 = self.x if all_chains else self.x[chains]
+        t0 = self.t if all_chains else self.t[chains]
+        t0_host = self.t_host[chains_np]
+        memory0 = None
+        if self.memory is not None:
+            memory0 = self.memory if all_chains else self.memory[chains]
+        # Draft lengths: a round may advance at most the chain's remaining steps (tau + 1 <= K - t).
+        if self.adaptive is not None:
+            gamma = self.adaptive.choose(chains_np, self.drafter.source == "frozen")
+            target_time, draft_time = self.stats.target_time, self.stats.draft_time
+            round_start = time.perf_counter()
+        lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
+        if self.drafter.source == "free":
+            lengths = np.where(self.has_cache[chains_np], lengths, 0)
+        width = int(lengths.max())
+
+        # --- the frozen evaluation (one extra sequential target call) or the cached one -------
+        stale = None
+        if self.drafter.source == "frozen":
+            stale = self._target_evaluate(x0, t0)
+            self.stats.sequential_target_calls += 1
+        elif self.drafter.source == "free" and width > 0:
+            stale = self.cache if all_chains else _tree_map(lambda c: c[chains], self.cache)
+
+        # --- drafting, ONE batched target call, verification ----------------------------------
+        path, draft_means, noises, steps = self._draft(x0, t0_host, memory0, stale, lengths, chains_np)
+        noise_shape = target.covariance(steps[:1, 0]).noise_shape(shape)
+        next_width = 0 if self.adaptive is not None else gamma  # the next round's draft noise
+        draws = self.random.round_draws(chains_np, lengths, noise_shape, self.dtype, next_width)
+        means, evaluations, flat_index, target_memory = self._verify_target(
+            path, steps, lengths, stale, memory0)  # the draws above overlap this call on CPU
+        tick = time.perf_counter()
+        uniforms, fresh, residual_uniforms, next_noise = draws.result()
+        self.stats.noise_time += time.perf_counter() - tick  # waiting for the background draws
+        if next_noise is not None:
+            self.prefetched = (chains_np, next_noise)
+        fused = self.fused_verification
         if width > 0:
-            if full:
-                flat_draft = draft_means.reshape(-1, *shape)
-                flat_noise = noises.reshape(-1, *noises.shape[2:])
-                target_at = index[:, :width].reshape(-1)
-                d_rows_t = torch.arange(n, device=device).repeat_interleave(width)
-                d_pos_t = torch.arange(width, device=device).repeat(n)
-            else:
-                d_rows, d_pos = self._pairs(lengths, 1)
-                d_rows_t = torch.as_tensor(d_rows, device=device)
-                d_pos_t = torch.as_tensor(d_pos - 1, device=device)
-                flat_draft = draft_means[d_rows_t, d_pos_t]
-                flat_noise = noises[d_rows_t, d_pos_t]
-                target_at = index[d_rows_t, d_pos_t]
-            drafted_steps = t0[d_rows_t] + d_pos_t
-            _check_finite(flat_draft, "draft mean", drafted_steps, chains[d_rows_t])
-            flat_whitened, flat_delta = whitened_gaps(
-                target.covariance(drafted_steps), flat_means[target_at], flat_draft,
-                self.range_rtol,
-            )
-            flat_ratio = log_ratios(flat_noise, flat_whitened, flat_delta)
-            packed = torch.zeros((2, n, width), dtype=torch.float64, device=device)
-            packed[0, d_rows_t, d_pos_t] = flat_ratio
-            packed[1, d_rows_t, d_pos_t] = flat_delta
-            log_ratio, deltas = packed.cpu().numpy()  # the round's one host sync
-            drafted_index = torch.full((n, width), -1, dtype=torch.int64, device=device)
-            drafted_index[d_rows_t, d_pos_t] = torch.arange(len(d_rows_t), device=device)
-        uniforms = self.random.uniform(chains_np, lengths)
+            deltas, log_ratio, fused = self._gaps(means, draft_means, noises, steps, lengths, chains_np)
+        else:
+            deltas = log_ratio = np.zeros((n, 1))
         tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
 
         # --- the step after the accepted drafts: bonus, residual or reflection --------------------
-        rows = torch.arange(n, device=device)
-        tau_t = torch.as_tensor(tau, device=device)
+        tau_t = self._device_index(tau)
         t_next = t0 + tau_t
-        at_tau = index[rows, tau_t]
-        base = flat_means[at_tau]  # m_q at x_tau (bonus and mutually singular cases)
         covariance = target.covariance(t_next)
-        tick = time.perf_counter()
-        fresh = self.random.normal(chains_np, None, covariance.noise_shape(shape), self.dtype)
-        self.stats.noise_time += time.perf_counter() - tick
-        residual_uniforms = self.random.uniform(chains_np, None)
-        rejected = tau < lengths
-        coupled = np.zeros(n, dtype=bool)
-        if rejected.any():
-            rej = np.nonzero(rejected)[0]
-            rej_delta = deltas[rej, tau[rej]]
-            coupled[rej] = np.isfinite(rej_delta) & (rej_delta > 0)
-        if coupled.any():
-            sel_np = np.nonzero(coupled)[0]
-            sel = torch.as_tensor(sel_np, device=device)
-            at = drafted_index[sel, tau_t[sel]]
-            w_sel = flat_whitened[at]
+        rejected = np.nonzero(tau < lengths)[0]
+        rejected_delta = deltas[rejected, tau[rejected]]
+        coupled = rejected[np.isfinite(rejected_delta) & (rejected_delta > 0)]
+        next_std = self._isotropic_std(covariance, n) if fused else None
+        if next_std is not None:  # L = std I on CPU: one compiled pass makes every next state
+            mode, shift = np.zeros(n, dtype=np.int64), np.zeros(n)
+            if self.coupling == "gamma":
+                s_star, offset = sample_residual(log_w[coupled], deltas[coupled, tau[coupled]],
+                                                 residual_uniforms[coupled])
+                mode[coupled], shift[coupled] = RESIDUAL_DRAW, s_star + offset  # s = s* + r
+            else:
+                mode[coupled] = REFLECTION
+            new_x, finite = fused_next_states(means, draft_means, noises, fresh, tau, mode, shift,
+                                              next_std)
+        elif len(coupled):
+            base = means[self.chain_ids[:n], tau_t]  # m_q at x_tau (bonus, mutually singular)
+            sel = self._device_index(coupled)
+            tau_sel = tau_t[sel]
+            w_sel, _ = whitened_gaps(target.covariance(t_next[sel]), means[sel, tau_sel],
+                                     draft_means[sel, tau_sel], self.range_rtol)
             work = w_sel.dtype  # float64, or float32 on the element-wise fast path
-            d_sel = torch.as_tensor(deltas[sel_np, tau[sel_np]], device=device)
+            d_sel = torch.as_tensor(deltas[coupled, tau[coupled]], device=device)
             step_noise = fresh.to(work)
             base = base.to(work)
             if self.coupling == "gamma":
                 step_noise[sel] = residual_noise(
-                    w_sel, d_sel, log_w[sel_np], residual_uniforms[sel_np], step_noise[sel]
+                    w_sel, d_sel, log_w[coupled], residual_uniforms[coupled], step_noise[sel]
                 )
-                base[sel] = draft_means[sel, tau_t[sel]].to(work)  # the residual is centred on m_p
+                base[sel] = draft_means[sel, tau_sel].to(work)  # the residual is centred on m_p
             else:
-                step_noise[sel] = reflection_noise(noises[sel, tau_t[sel]].to(work), w_sel, d_sel)
+                step_noise[sel] = reflection_noise(noises[sel, tau_sel].to(work), w_sel, d_sel)
             new_x = covariance.step(base, step_noise, shape).to(self.dtype)
         else:
+            base = means[self.chain_ids[:n], tau_t]  # m_q at x_tau
             new_x = covariance.step(base, fresh, shape)  # bonus or target draw: m_q + L zeta
+        if next_std is None:
+            finite = bool(torch.isfinite(new_x.sum()))
+        if not finite:  # a non-finite mean reached the new state
+            self._check_grid(means, draft_means, steps, lengths, chains_np, 0)
+            _check_finite(new_x, "the new state", t_next, chains)
 
         # --- advance the chains -------------------------------------------------------------
         tau_eval = None
         if target.has_memory or self.drafter.source == "free":
+            at_tau = self._device_index(flat_index[np.arange(n), tau])
             tau_eval = _tree_map(lambda e: e[at_tau], evaluations)
         if target.has_memory:
+            rows = self.chain_ids[:n]
             new_memory = target.next_memory(
                 path[rows, tau_t], t_next, target_memory[rows, tau_t], tau_eval, new_x
             )
@@ -710,8 +830,7 @@ class _Run:
             self.has_cache[chains_np] = True
         if self.trajectory is not None or self.stream is not None:
             a_rows, a_pos = self._pairs(tau, 1)
-            a_rows = torch.as_tensor(a_rows, device=device)
-            a_pos = torch.as_tensor(a_pos, device=device)
+            a_rows, a_pos = self._device_index(a_rows), self._device_index(a_pos)
             if len(a_rows):
                 self._record(t0[a_rows] + a_pos, chains[a_rows], path[a_rows, a_pos])
             self._record(t_next + 1, chains, new_x)
@@ -720,10 +839,11 @@ class _Run:
         else:
             self.x[chains] = new_x
             self.t[chains] = t_next + 1
+        self.t_host[chains_np] += tau + 1
         self.stats.record_round(tau, lengths)
         self.bar.update(int(tau.sum()) + n)
         if self.adaptive is not None:
-            self.adaptive.update(chains_np, tau, lengths, len(all_rows),
+            self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
                                  time.perf_counter() - round_start)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from gaussspec import sampler as _sampler
+from gaussspec.coupling import RESIDUAL_DRAW, TARGET_DRAW, fused_next_states
+from gaussspec.covariance import IsotropicCovariance
 
 __all__ = ["MUTANTS", "planted_mutant"]
 
@@ -37,6 +39,16 @@ def _draft_instead_of_residual(whitened, delta, log_weight, uniforms, fresh_nois
     return fresh_noise  # y = m_p + L zeta: a fresh DRAFT draw, not the residual
 
 
+def _fused_draft_instead_of_residual(target_means, draft_means, noise, fresh, tau, mode, shift, std):
+    """The same bug on the compiled CPU path: residual rows become ``m_p + std zeta``."""
+    residual = np.nonzero(mode == RESIDUAL_DRAW)[0]
+    target_means = target_means.clone()
+    for row in residual:  # a target draw centred on the draft mean is a fresh draft draw
+        target_means[row, tau[row]] = draft_means[row, tau[row]]
+    mode = np.where(mode == RESIDUAL_DRAW, TARGET_DRAW, mode)
+    return fused_next_states(target_means, draft_means, noise, fresh, tau, mode, shift, std)
+
+
 class _ScaledCovariance:
     def __init__(self, inner, factor):
         self.inner, self.factor = inner, factor
@@ -49,6 +61,13 @@ class _ScaledCovariance:
 
     def step(self, mean, noise, event_shape):
         return mean + self.apply(noise, event_shape).to(mean.dtype)
+
+
+def _scaled(covariance, factor):
+    """``factor L``: a real isotropic covariance where possible (the compiled CPU path sees it)."""
+    if isinstance(covariance, IsotropicCovariance):
+        return IsotropicCovariance(covariance.std * factor)
+    return _ScaledCovariance(covariance, factor)
 
 
 @contextlib.contextmanager
@@ -67,6 +86,8 @@ def planted_mutant(name: str):
             stack.enter_context(
                 mock.patch.object(_sampler, "residual_noise", _draft_instead_of_residual)
             )
+            stack.enter_context(mock.patch.object(
+                _sampler, "fused_next_states", _fused_draft_instead_of_residual))
         elif name == "reflection_in_block":
             original = _sampler._Run.__init__
 
@@ -95,7 +116,7 @@ def planted_mutant(name: str):
 
                 wrapped = object.__new__(Wrapped)
                 wrapped.__dict__.update(target.__dict__)
-                wrapped.covariance = lambda t: _ScaledCovariance(inner(t), 1.05)
+                wrapped.covariance = lambda t: _scaled(inner(t), 1.05)
                 self.target = wrapped
 
             stack.enter_context(mock.patch.object(_sampler._Run, "__init__", init_scaled))

@@ -26,7 +26,7 @@ def test_check_exits_1_on_a_difference(tmp_path):
         "def target():\n"
         "    return OrnsteinUhlenbeckKernel(num_steps=8)\n"
         "def draft():\n"
-        "    return OrnsteinUhlenbeckKernel(num_steps=8, perturbation=0.3)\n"
+        "    return OrnsteinUhlenbeckKernel(num_steps=8, perturbation=1.0)\n"
     )
     # the engine itself is exact, so plant the always-accept mutant to get a difference
     from gaussspec.testing import planted_mutant

@@ -1,0 +1,141 @@
+"""The compiled CPU paths (isotropic noise) against the general torch paths, draw for draw.
+
+Both paths consume the generator identically, so with the same seed they must give the same
+accepted lengths and the same states up to rounding; the general path is itself covered by the
+exactness suite for every covariance kind.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import gaussspec as gs
+from gaussspec import sampler as engine
+from gaussspec.coupling import RESIDUAL_DRAW, REFLECTION, TARGET_DRAW, fused_next_states
+from gaussspec.coupling import residual_noise, reflection_noise
+from gaussspec.residual import sample_residual
+from gaussspec.testing.chains import GaussianDataDDPMKernel, OrnsteinUhlenbeckKernel
+from gaussspec.verification import fused_gap_statistics, log_ratios, whitened_gaps
+
+
+def _general_paths_only(monkeypatch):
+    monkeypatch.setattr(engine, "fused_gap_statistics", lambda *args: None)
+    monkeypatch.setattr(engine._Run, "_isotropic_std", staticmethod(lambda covariance, n: None))
+
+
+def _run(target, drafter, x0, verification, coupling, seed=3):
+    sampler = gs.SpeculativeSampler(target, drafter, 3, verification, coupling)
+    return sampler.sample(x0, generator=torch.Generator().manual_seed(seed), return_trajectory=True)
+
+
+CASES = {
+    "ou-free-block": (lambda: OrnsteinUhlenbeckKernel(dimension=5, num_steps=11), "free", "block", "gamma"),
+    "ou-kernel-token-reflection": (
+        lambda: OrnsteinUhlenbeckKernel(dimension=5, num_steps=11), "kernel", "token", "reflection"),
+    "ddpm-frozen-block": (lambda: GaussianDataDDPMKernel(dimension=4, num_steps=10), "frozen", "block", "gamma"),
+    "ddpm-kernel-token": (lambda: GaussianDataDDPMKernel(dimension=4, num_steps=10), "kernel", "token", "gamma"),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_compiled_and_general_paths_agree(case, dtype, monkeypatch):
+    make, drafter_name, verification, coupling = CASES[case]
+    target = make()
+    if drafter_name == "kernel":
+        draft = type(target)(**{"dimension": target.event_shape[0], "num_steps": target.num_steps,
+                                "perturbation": 0.4})
+        drafter = gs.KernelDrafter(draft)
+    else:
+        drafter = drafter_name
+    x0 = target.initial_state(64, torch.Generator().manual_seed(1)).to(dtype)
+    fast = _run(target, drafter, x0, verification, coupling)
+    with monkeypatch.context() as patch:
+        _general_paths_only(patch)
+        slow = _run(target, drafter, x0, verification, coupling)
+    assert fast.stats.accepted_length_histogram == slow.stats.accepted_length_histogram
+    assert fast.stats.rounds == slow.stats.rounds
+    rtol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(fast.trajectory, slow.trajectory, rtol=rtol, atol=rtol)
+    assert sum(fast.stats.accepted_length_histogram[:-1]) > 0  # rejections happened: residuals ran
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_gap_statistics_matches_whitening(dtype):
+    generator = torch.Generator().manual_seed(0)
+    n, width, d = 5, 3, 7
+    means = torch.randn(n, width + 1, d, generator=generator, dtype=dtype)
+    drafts = means[:, :width] + 0.3 * torch.randn(n, width, d, generator=generator, dtype=dtype)
+    noise = torch.randn(n, width, d, generator=generator, dtype=dtype)
+    for covariance in (gs.IsotropicCovariance(0.7),
+                       gs.IsotropicCovariance(torch.rand(n * width, generator=generator, dtype=torch.float64) + 0.2)):
+        delta, log_ratio = fused_gap_statistics(covariance, means, drafts, noise)
+        whitened, reference_delta = whitened_gaps(
+            covariance, means[:, :width].reshape(n * width, d), drafts.reshape(n * width, d), 1e-6)
+        reference_ratio = log_ratios(noise.reshape(n * width, d), whitened, reference_delta)
+        tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+        np.testing.assert_allclose(delta.reshape(-1), reference_delta.numpy(), rtol=tolerance)
+        np.testing.assert_allclose(log_ratio.reshape(-1), reference_ratio.numpy(), rtol=tolerance,
+                                   atol=tolerance)
+    # the compiled path declines what it does not handle
+    assert fused_gap_statistics(gs.DiagonalCovariance(torch.ones(d)), means, drafts, noise) is None
+    assert fused_gap_statistics(gs.IsotropicCovariance(0.0), means, drafts, noise) is None
+    assert fused_gap_statistics(gs.IsotropicCovariance(1.0), means.to(torch.bfloat16),
+                                drafts.to(torch.bfloat16), noise.to(torch.bfloat16)) is None
+
+
+def test_fused_next_states_matches_couplings():
+    generator = torch.Generator().manual_seed(1)
+    n, width, d, std = 3, 2, 6, 0.5
+    means = torch.randn(n, width + 1, d, generator=generator, dtype=torch.float64)
+    drafts = torch.randn(n, width, d, generator=generator, dtype=torch.float64)
+    noise = torch.randn(n, width, d, generator=generator, dtype=torch.float64)
+    fresh = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    tau = np.array([2, 0, 1])
+    mode = np.array([TARGET_DRAW, RESIDUAL_DRAW, REFLECTION])
+    gap = (means[1, 0] - drafts[1, 0]) / std
+    delta = gap.norm().reshape(1)
+    s_star, offset = sample_residual(np.array([-0.3]), delta.numpy(), np.array([0.4]))
+    shift = np.array([0.0, (s_star + offset)[0], 0.0])
+    out, finite = fused_next_states(means, drafts, noise, fresh, tau, mode, shift, np.full(n, std))
+    assert finite
+    torch.testing.assert_close(out[0], means[0, 2] + std * fresh[0])
+    residual = residual_noise(gap[None], delta, np.array([-0.3]), np.array([0.4]), fresh[1:2])
+    torch.testing.assert_close(out[1], drafts[1, 0] + std * residual[0])
+    gap2 = (means[2, 1] - drafts[2, 1]) / std
+    reflected = reflection_noise(noise[2:3, 1], gap2[None], gap2.norm().reshape(1))
+    torch.testing.assert_close(out[2], means[2, 1] + std * reflected[0])
+    means[0, 2, 3] = float("nan")
+    assert not fused_next_states(means, drafts, noise, fresh, tau, mode, shift, np.full(n, std))[1]
+
+
+class _NaNIsotropic(gs.GaussianKernel):
+    """Isotropic noise; NaN in the mean at step 3 (every chain: chain 0 is named first)."""
+
+    def __init__(self, in_draft=False):
+        self.num_steps, self.event_shape, self.in_draft = 6, (2,), in_draft
+
+    def covariance(self, t):
+        return gs.IsotropicCovariance(0.5)
+
+    def mean(self, x, t):
+        out = 0.9 * x
+        out[t == 3, 1] = float("nan")
+        return out
+
+
+class _Finite(_NaNIsotropic):
+    def mean(self, x, t):
+        return 0.9 * x
+
+
+@pytest.mark.parametrize("where", ["target", "draft"])
+def test_nan_on_the_compiled_path_names_step_and_chain(where):
+    x0 = torch.zeros(3, 2)
+    target, draft = (_NaNIsotropic(), _Finite()) if where == "target" else (_Finite(), _NaNIsotropic())
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(draft), 4)
+    with pytest.raises(gs.NonFiniteMeanError, match=rf"{where if where == 'draft' else '_NaNIsotropic'} "
+                                                    r"mean is NaN or inf at step t=3 for chain 0"):
+        sampler.sample(x0, generator=torch.Generator().manual_seed(0))
