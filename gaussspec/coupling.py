@@ -9,17 +9,12 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 
 from gaussspec.residual import sample_residual
 
-__all__ = ["COUPLINGS", "residual_noise", "reflection_noise", "fused_next_states",
-           "TARGET_DRAW", "RESIDUAL_DRAW", "REFLECTION"]
-
-#: How :func:`fused_next_states` makes a chain's next state.
-TARGET_DRAW, RESIDUAL_DRAW, REFLECTION = 0, 1, 2
+__all__ = ["COUPLINGS", "residual_noise", "reflection_noise"]
 
 COUPLINGS = ("gamma", "reflection")
 
@@ -64,95 +59,3 @@ def reflection_noise(noise: torch.Tensor, whitened: torch.Tensor, delta: torch.T
     xi = noise.reshape(noise.shape[0], -1)
     return (xi - 2.0 * (xi * e).sum(1, keepdim=True) * e).reshape(noise.shape)  # reflection
 
-
-@numba.njit(fastmath={"reassoc", "contract", "nsz"}, nogil=True)  # no nnan/ninf: NaN propagates
-def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
-    n, d = fresh.shape
-    total = 0.0
-    for b in range(n):
-        k = tau[b]
-        if mode[b] == TARGET_DRAW:  # bonus step or a target draw: m_q + std zeta
-            for j in range(d):
-                value = np.float64(target[b, k, j]) + std[b] * np.float64(fresh[b, j])
-                out[b, j] = value
-                total += value
-            continue
-        norm2 = 0.0
-        for j in range(d):
-            gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-            norm2 += gap * gap
-        inverse = 1.0 / np.sqrt(norm2)  # e = gap / |gap| (= Delta / delta for L = std I)
-        along = 0.0
-        source = fresh[b] if mode[b] == RESIDUAL_DRAW else noise[b, k]
-        for j in range(d):
-            gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-            along += np.float64(source[j]) * gap * inverse  # <zeta, e> or <xi, e>
-        if mode[b] == RESIDUAL_DRAW:  # m_p + std (s e + zeta - <zeta, e> e)  (ALG 3)
-            coefficient = shift[b] - along
-            for j in range(d):
-                gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-                value = np.float64(draft[b, k, j]) + std[b] * (
-                    np.float64(fresh[b, j]) + coefficient * gap * inverse)
-                out[b, j] = value
-                total += value
-        else:  # reflection: m_q + std (xi - 2 <xi, e> e)
-            for j in range(d):
-                gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-                value = np.float64(target[b, k, j]) + std[b] * (
-                    np.float64(noise[b, k, j]) - 2.0 * along * gap * inverse)
-                out[b, j] = value
-                total += value
-    return total
-
-
-def fused_next_states(
-    target_means: torch.Tensor,
-    draft_means: torch.Tensor,
-    noise: torch.Tensor,
-    fresh: torch.Tensor,
-    tau: np.ndarray,
-    mode: np.ndarray,
-    shift: np.ndarray,
-    std: np.ndarray,
-) -> tuple[torch.Tensor, bool]:
-    """Every chain's next state in one compiled pass, for ``L = std I`` on CPU.
-
-    The fast path of the round's last step (ALGORITHMS sections 3 and 4) when the gaps were
-    verified by :func:`gaussspec.verification.fused_gap_statistics`: per chain ``b`` with
-    accepted length ``k = tau[b]``,
-
-    * ``TARGET_DRAW``: ``m_q(x_k) + std zeta`` (all drafts accepted, or a zero gap);
-    * ``RESIDUAL_DRAW``: ``m_p(x_k) + std (s e + zeta - <zeta, e> e)`` with ``s = shift[b]``;
-    * ``REFLECTION``: ``m_q(x_k) + std (xi_k - 2 <xi_k, e> e)``;
-
-    with ``e`` the unit gap direction ``(m_q - m_p) / |m_q - m_p|`` (whitening by a scalar
-    leaves directions unchanged). Arithmetic is float64 per element.
-
-    Args:
-        target_means: ``(n, w + 1, *event)`` target means along each path (contiguous).
-        draft_means: ``(n, w, *event)`` draft means (contiguous; unused rows may be anything).
-        noise: ``(n, w, *event)`` the drafts' standard noise.
-        fresh: ``(n, *event)`` fresh standard noise.
-        tau: ``(n,)`` accepted lengths.
-        mode: ``(n,)`` one of ``TARGET_DRAW``, ``RESIDUAL_DRAW``, ``REFLECTION``.
-        shift: ``(n,)`` residual offsets ``s = s* + r`` (read for ``RESIDUAL_DRAW`` rows only).
-        std: ``(n,)`` std of the step each chain takes now.
-
-    Returns:
-        ``(next_states, finite)``: ``(n, *event)`` in the states' dtype, and False when any
-        value is NaN or inf.
-    """
-    n = target_means.shape[0]
-    out = torch.empty_like(fresh)
-    width = max(draft_means.shape[1], 1) if draft_means is not None else 1
-    empty = np.zeros((n, width, 1), dtype=out.numpy().dtype)
-    flat = lambda tensor, *lead: tensor.detach().reshape(*lead, -1).numpy()  # noqa: E731
-    total = _next_states(
-        flat(target_means, n, target_means.shape[1]),
-        empty if draft_means is None else flat(draft_means, n, width),
-        empty if noise is None else flat(noise, n, width),
-        flat(fresh, n), np.ascontiguousarray(tau, dtype=np.int64),
-        np.ascontiguousarray(mode, dtype=np.int64), np.ascontiguousarray(shift, dtype=np.float64),
-        np.ascontiguousarray(std, dtype=np.float64), flat(out, n),
-    )
-    return out, bool(np.isfinite(total))

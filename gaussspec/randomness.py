@@ -8,26 +8,58 @@
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["Randomness", "chain_generators"]
+__all__ = ["Randomness", "chain_generators", "Pending"]
 
-_WORKER: ThreadPoolExecutor | None = None
+_REQUESTS: queue.SimpleQueue = queue.SimpleQueue()
+_WORKER: threading.Thread | None = None
 _WORKER_LOCK = threading.Lock()
 
 
-def _worker() -> ThreadPoolExecutor:
-    """One background thread that draws random numbers while a kernel call runs."""
-    global _WORKER
-    with _WORKER_LOCK:
-        if _WORKER is None:
-            _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaussspec-draws")
-        return _WORKER
+def _serve() -> None:
+    while True:
+        work, answer = _REQUESTS.get()
+        try:
+            answer.put((True, work()))
+        except BaseException as error:  # handed to the caller, raised there  # noqa: BLE001
+            answer.put((False, error))
+
+
+class Pending:
+    """A result being computed by the background draw thread (or already known)."""
+
+    __slots__ = ("_answer", "_value")
+
+    def __init__(self, answer: queue.SimpleQueue | None = None, value=None):
+        self._answer, self._value = answer, value
+
+    @classmethod
+    def start(cls, work: Callable[[], object]) -> "Pending":
+        """Run ``work`` on the one background thread (started on first use)."""
+        global _WORKER
+        with _WORKER_LOCK:
+            if _WORKER is None:
+                _WORKER = threading.Thread(target=_serve, name="gaussspec-draws", daemon=True)
+                _WORKER.start()
+        answer: queue.SimpleQueue = queue.SimpleQueue()  # one per request: callers never mix
+        _REQUESTS.put((work, answer))
+        return cls(answer)
+
+    def result(self):
+        """Wait for the value; re-raise what the work raised."""
+        if self._answer is not None:
+            ok, value = self._answer.get()
+            self._answer = None
+            if not ok:
+                raise value
+            self._value = value
+        return self._value
 
 
 def chain_generators(seed: int, chain_ids, device="cpu") -> list[torch.Generator]:
@@ -51,6 +83,7 @@ class Randomness:
 
     def __init__(self, generator, num_chains: int, device: torch.device):
         self.device = device
+        self.on_cpu = torch.device(device).type == "cpu"
         if generator is None or isinstance(generator, torch.Generator):
             self.shared, self.per_chain = generator, None
         elif isinstance(generator, Sequence) and all(
@@ -87,18 +120,18 @@ class Randomness:
 
     def round_draws(
         self, chains: np.ndarray, lengths: np.ndarray, noise_shape, dtype, next_width: int
-    ) -> Future:
+    ) -> Pending:
         """The draws a round makes after its target call, started now, in the background.
 
-        Returns a future of ``(uniforms, fresh, residual_uniforms, next_noise)``: acceptance
+        Returns a :class:`Pending` ``(uniforms, fresh, residual_uniforms, next_noise)``: acceptance
         uniforms ``(n, max(lengths))``, standard normal noise ``(n, *noise_shape)`` for the step
         after the accepted drafts, ``(n,)`` uniforms for the residual, and the NEXT round's draft
         noise ``(n, next_width, *noise_shape)`` for these chains (None when ``next_width`` is 0).
         None of them depends on the target's output, so on CPU they are drawn by a worker thread
         while the target call runs (torch releases the GIL inside its kernels). The generator is
         used in the same order as drawing them in the foreground after the call, so results are
-        identical either way; the caller must not use the generator until the future is
-        resolved. Without an explicit generator (torch's global one, which other code may
+        identical either way; the caller must not use the generator until the result is
+        taken. Without an explicit generator (torch's global one, which other code may
         touch) or off CPU (where draws are asynchronous already) they are drawn in the
         foreground.
         """
@@ -114,11 +147,9 @@ class Randomness:
             return uniforms, fresh, residual_uniforms, next_noise
 
         explicit = self.per_chain is not None or self.shared is not None
-        if explicit and torch.device(self.device).type == "cpu":
-            return _worker().submit(draw)
-        done: Future = Future()
-        done.set_result(draw())
-        return done
+        if explicit and self.on_cpu:
+            return Pending.start(draw)
+        return Pending(value=draw())
 
     def _draw(self, fn, chains, counts, shape, dtype):
         n = len(chains)

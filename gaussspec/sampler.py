@@ -12,6 +12,7 @@ leaves the batch when it reaches ``num_steps``; per-chain step indices reach the
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, Callable
@@ -22,16 +23,9 @@ import torch
 
 from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
-from gaussspec.coupling import (
-    COUPLINGS,
-    REFLECTION,
-    RESIDUAL_DRAW,
-    fused_next_states,
-    reflection_noise,
-    residual_noise,
-)
+from gaussspec.compiled import fused_next_states, fused_verify
+from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.covariance import IsotropicCovariance
-from gaussspec.residual import sample_residual
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
 from gaussspec.kernel import GaussianKernel
 from gaussspec.randomness import Randomness
@@ -39,7 +33,6 @@ from gaussspec.stats import SamplingStats
 from gaussspec.verification import (
     VERIFICATIONS,
     accepted_lengths,
-    fused_gap_statistics,
     log_ratios,
     range_tolerance,
     whitened_gaps,
@@ -372,16 +365,21 @@ class _Run:
         self.event_shape = tuple(self.target.event_shape)
         self.num_steps = self.target.num_steps
         self.device = x0.device
+        self.on_cpu = self.device.type == "cpu"
         self.dtype = x0.dtype
         self.range_rtol = range_tolerance(x0.dtype)
         self.x = x0.clone()
         self.num_chains = x0.shape[0]
-        self.t = torch.zeros(self.num_chains, dtype=torch.int64, device=self.device)
-        self.t_host = np.zeros(self.num_chains, dtype=np.int64)  # host mirror of t
+        self.t_host = np.zeros(self.num_chains, dtype=np.int64)  # each chain's step (host)
         self.chain_ids = torch.arange(self.num_chains, device=self.device)
         self.memory = self.target.initial_memory(self.x) if self.target.has_memory else None
         self.cache = None  # FreeDrafter: target evaluation at each chain's parent state
         self.prefetched = None  # (chains, noise): the next round's draft noise, drawn early
+        self.pending_stats: list[tuple[np.ndarray, np.ndarray]] = []
+        self.noise_shape = tuple(self.target.covariance(
+            torch.zeros(1, dtype=torch.int64, device=self.device)).noise_shape(self.event_shape))
+        self.buffers: dict[str, torch.Tensor] = {}  # round grids reused across rounds
+        self.positions = np.arange(self.gamma + 1)
         self.fused_verification = (self.device.type == "cpu"  # compiled CPU paths (until a round
                                    and self.dtype in (torch.float32, torch.float64))  # says no)
         self.has_cache = np.zeros(self.num_chains, dtype=bool)
@@ -420,8 +418,8 @@ class _Run:
                     f"checkpoint was written with {key}={meta['settings'].get(key)!r}, this "
                     f"sampler has {value!r}"
                 )
-        self.x, self.t = tensors["x"].to(self.dtype), tensors["t"].to(torch.int64)
-        self.t_host = self.t.cpu().numpy().copy()
+        self.x = tensors["x"].to(self.dtype)
+        self.t_host = tensors["t"].cpu().numpy().astype(np.int64)
         if "prefetched_noise" in tensors:
             self.prefetched = (tensors["prefetched_chains"].cpu().numpy(),
                                tensors["prefetched_noise"].to(self.dtype))
@@ -429,7 +427,7 @@ class _Run:
         self.has_cache = tensors["has_cache"].cpu().numpy().astype(bool)
         self.stats = SamplingStats(**meta["stats"])
         self.random.set_state(random_states)
-        self.bar.update(int(self.t.sum()))
+        self.bar.update(int(self.t_host.sum()))
 
     def _prefetched_tensors(self) -> dict:
         if self.prefetched is None:
@@ -438,12 +436,13 @@ class _Run:
         return {"prefetched_chains": torch.as_tensor(chains), "prefetched_noise": noise}
 
     def _save(self):
+        self._fold_stats()
         self.stats.wall_time = self.elapsed + time.perf_counter() - self.started
         if self.stream is not None:
             self.stream.flush()
         save_checkpoint(
             self.checkpoint.path,
-            {"x": self.x, "t": self.t, "has_cache": torch.as_tensor(self.has_cache),
+            {"x": self.x, "t": torch.as_tensor(self.t_host), "has_cache": torch.as_tensor(self.has_cache),
              **self._prefetched_tensors()},
             self.cache, self.memory, self.random.get_state(),
             {"settings": self.settings, "stats": attrs.asdict(self.stats)},
@@ -515,10 +514,18 @@ class _Run:
             if self.checkpoint is not None and self.stats.rounds % self.checkpoint.every_rounds == 0:
                 self._save()
         self.bar.close()
+        self._fold_stats()
         if self.checkpoint is not None:
             self._save()
         self.stats.wall_time = self.elapsed + time.perf_counter() - self.started
         return SampleResult(self.x, self.trajectory, self.stats, self.memory)
+
+    def _fold_stats(self) -> None:
+        """Add the rounds' accepted and drafted lengths to ``stats`` (one call for many rounds)."""
+        if self.pending_stats:
+            accepted, drafted = zip(*self.pending_stats)
+            self.stats.record_round(np.concatenate(accepted), np.concatenate(drafted))
+            self.pending_stats = []
 
     def _rows(self, lengths: np.ndarray, at_least: int):
         """Chains drafting position ``at_least``: a slice when all do (no gather), else indices."""
@@ -536,6 +543,8 @@ class _Run:
         return rows, positions[cols]
 
     def _device_index(self, array: np.ndarray) -> torch.Tensor:
+        if self.on_cpu:
+            return torch.from_numpy(np.ascontiguousarray(array))  # shares the host memory
         return torch.as_tensor(np.ascontiguousarray(array), device=self.device)
 
     def _draft(self, x0, t0_host, memory0, stale, lengths, chains_np):
@@ -548,34 +557,60 @@ class _Run:
         """
         target, shape, n = self.target, self.event_shape, len(lengths)
         width, shortest = int(lengths.max()), int(lengths.min())
-        allocate = x0.new_empty if shortest == width else x0.new_zeros  # padding stays finite
-        path = allocate((n, width + 1, *shape))
+        zero = shortest < width  # padding stays finite
+        path = self._grid("path", (n, width + 1, *shape), zero)
         path[:, 0] = x0
         # step of each position; padding repeats the chain's last drafted step (a valid index)
-        steps = self._device_index(t0_host[:, None] + np.minimum(np.arange(width + 1), lengths[:, None]))
+        positions = self.positions[: width + 1]
+        steps = self._device_index(t0_host[:, None] + np.minimum(positions, lengths[:, None]))
         if width == 0:
             return path, None, None, steps
-        draft_means = allocate((n, width, *shape))
+        draft_means = self._grid("draft_means", (n, width, *shape), zero)
         noises = self._draft_noise(chains_np, lengths, steps)
         draft_memory = None
         if self.draft_kernel.has_memory:
             draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
             draft_memory[:, 0] = memory0
+        path_at, steps_at = path.unbind(1), steps.unbind(1)  # per-position views, made once
+        draft_at, noise_at = draft_means.unbind(1), noises.unbind(1)
         for i in range(1, width + 1):
-            rows = slice(None) if i <= shortest else self._rows(lengths, i)[0]
-            x_prev, t_prev = path[rows, i - 1], steps[rows, i - 1]
+            every = i <= shortest  # every chain drafts position i: plain views, no gathers
+            if every:
+                rows, x_prev, t_prev, rows_stale = slice(None), path_at[i - 1], steps_at[i - 1], stale
+            else:
+                rows = self._rows(lengths, i)[0]
+                x_prev, t_prev = path[rows, i - 1], steps[rows, i - 1]
+                rows_stale = None if stale is None else _tree_map(lambda s: s[rows], stale)
             mem_prev = draft_memory[rows, i - 1] if draft_memory is not None else None
-            rows_stale = _tree_map(lambda s: s[rows], stale) if stale is not None else None
             mean, evaluation = self._draft_mean(x_prev, t_prev, mem_prev, rows_stale)
-            _check_mean_shape(mean, tuple(x_prev.shape), "draft mean", x_prev.device)
-            draft_means[rows, i - 1] = mean
-            path[rows, i] = target.covariance(t_prev).step(mean, noises[rows, i - 1], shape)  # m_p + L xi
+            if mean.shape != x_prev.shape or mean.device != x_prev.device:
+                _check_mean_shape(mean, tuple(x_prev.shape), "draft mean", x_prev.device)
+            covariance = target.covariance(t_prev)
+            if every:
+                draft_at[i - 1].copy_(mean)
+            else:
+                draft_means[rows, i - 1] = mean
+            if every and getattr(covariance, "_scalar", None) is not None:
+                torch.add(mean, noise_at[i - 1], alpha=covariance._scalar, out=path_at[i])  # m_p + std xi
+            else:
+                path[rows, i] = covariance.step(mean, noises[rows, i - 1], shape)  # m_p + L xi
             if draft_memory is not None:
                 draft_memory[rows, i] = self.draft_kernel.next_memory(
                     x_prev, t_prev, mem_prev, evaluation, path[rows, i]
                 )
         self.stats.draft_evaluations += int(lengths.sum())
         return path, draft_means, noises, steps
+
+    def _grid(self, name: str, shape: tuple, zero: bool) -> torch.Tensor:
+        """A contiguous ``shape`` view of a buffer kept across rounds (no allocation, no page
+        faults on the hot path); nothing that outlives the round may alias it."""
+        size = math.prod(shape)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = torch.empty(size, dtype=self.dtype, device=self.device)
+            self.buffers[name] = buffer
+        view = buffer[:size].view(shape)
+        return view.zero_() if zero else view
 
     def _draft_noise(self, chains_np, lengths, steps):
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
@@ -594,10 +629,9 @@ class _Run:
                 block = block[self._device_index(np.searchsorted(prefetched_chains, chains_np))]
             block = block[:, :width]
             return block if block.is_contiguous() else block.contiguous()
-        noise_shape = self.target.covariance(steps[:1, 0]).noise_shape(self.event_shape)
         tick = time.perf_counter()
         counts = lengths if self.adaptive is not None else np.full(len(lengths), self.gamma)
-        noises = self.random.normal(chains_np, counts, noise_shape, self.dtype)[:, :width]
+        noises = self.random.normal(chains_np, counts, self.noise_shape, self.dtype)[:, :width]
         self.stats.noise_time += time.perf_counter() - tick
         return noises if noises.is_contiguous() else noises.contiguous()
 
@@ -680,105 +714,56 @@ class _Run:
         _check_finite(means[at], f"{type(self.target).__name__} mean", steps[at],
                       self._device_index(chains_np[rows]))
 
-    def _gaps(self, means, draft_means, noises, steps, lengths, chains_np):
-        """Gap norms ``delta`` and log ratios per drafted slot (host ``(n, width)`` float64)."""
-        n, width, shape = len(lengths), draft_means.shape[1], self.event_shape
-        covariance = self.target.covariance(steps[:, :width].reshape(-1))
-        fused = fused_gap_statistics(covariance, means, draft_means, noises)
-        if fused is not None:  # invertible isotropic noise on CPU: one compiled pass
-            deltas, log_ratio = fused
-            valid = np.arange(width)[None, :] < lengths[:, None]
-            if not np.isfinite(log_ratio[valid]).all():  # only non-finite means make it so here
-                self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
-            return deltas, log_ratio, True
-        self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
-        whitened, delta = whitened_gaps(
-            covariance, means[:, :width].reshape(n * width, *shape),
-            draft_means.reshape(n * width, *shape), self.range_rtol,
-        )
-        ratio = log_ratios(noises.reshape(n * width, *noises.shape[2:]), whitened, delta)
-        packed = torch.stack([ratio, delta]).reshape(2, n, width)
-        log_ratio, deltas = packed.cpu().numpy()  # the round's one host sync
-        return deltas, log_ratio, False
+    def _step_compiled(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
+                       residual_uniforms, fresh):
+        """Verification and the next states by the compiled CPU path, or None if it does not apply.
 
-    @staticmethod
-    def _isotropic_std(covariance, n: int) -> np.ndarray | None:
-        """``(n,)`` host stds of an isotropic covariance, or None for any other kind."""
-        if not isinstance(covariance, IsotropicCovariance):
+        Returns ``(tau, log_w, next_states, finite)`` like :meth:`_step_general`.
+        """
+        n = len(lengths)
+        std = self._isotropic_std(self.target.covariance(steps.reshape(-1)), steps.numel())
+        if std is None or not (means.dtype == self.dtype and means.is_contiguous()):
             return None
-        if covariance._scalar is not None:
-            return np.full(n, covariance._scalar)
-        std = covariance.std.detach().to(torch.float64).cpu().numpy().reshape(-1)
-        return np.broadcast_to(std, (n,)) if std.size in (1, n) else None
+        std = std.reshape(n, -1)  # std of the step leaving each slot of the grid
+        found = fused_verify(means, draft_means, noises, lengths, std, uniforms, residual_uniforms,
+                             self.verification == "token", self.coupling == "reflection")
+        if found.status == 1:  # a drafted slot's log ratio is not finite: find the culprit
+            self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
+        if found.status != 0:
+            return None  # a zero std (mutually singular) or an overflow: the general path decides
+        tau = found.tau
+        new_x, finite = fused_next_states(means, draft_means, noises, fresh, tau, found.mode,
+                                          found.shift, std[np.arange(n), tau])
+        return tau, found.log_weight, new_x, finite
 
-    def _round(self, chains_np: np.ndarray) -> None:
-        target, gamma, shape, device = self.target, self.gamma, self.event_shape, self.device
-        n = len(chains_np)
-        all_chains = n == self.num_chains
-        chains = self.chain_ids if all_chains else self._device_index(chains_np)
-        x0 = self.x if all_chains else self.x[chains]
-        t0 = self.t if all_chains else self.t[chains]
-        t0_host = self.t_host[chains_np]
-        memory0 = None
-        if self.memory is not None:
-            memory0 = self.memory if all_chains else self.memory[chains]
-        # Draft lengths: a round may advance at most the chain's remaining steps (tau + 1 <= K - t).
-        if self.adaptive is not None:
-            gamma = self.adaptive.choose(chains_np, self.drafter.source == "frozen")
-            target_time, draft_time = self.stats.target_time, self.stats.draft_time
-            round_start = time.perf_counter()
-        lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
-        if self.drafter.source == "free":
-            lengths = np.where(self.has_cache[chains_np], lengths, 0)
-        width = int(lengths.max())
+    def _step_general(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
+                      residual_uniforms, fresh):
+        """Verification and the next states with torch operations: any covariance, any device.
 
-        # --- the frozen evaluation (one extra sequential target call) or the cached one -------
-        stale = None
-        if self.drafter.source == "frozen":
-            stale = self._target_evaluate(x0, t0)
-            self.stats.sequential_target_calls += 1
-        elif self.drafter.source == "free" and width > 0:
-            stale = self.cache if all_chains else _tree_map(lambda c: c[chains], self.cache)
-
-        # --- drafting, ONE batched target call, verification ----------------------------------
-        path, draft_means, noises, steps = self._draft(x0, t0_host, memory0, stale, lengths, chains_np)
-        noise_shape = target.covariance(steps[:1, 0]).noise_shape(shape)
-        next_width = 0 if self.adaptive is not None else gamma  # the next round's draft noise
-        draws = self.random.round_draws(chains_np, lengths, noise_shape, self.dtype, next_width)
-        means, evaluations, flat_index, target_memory = self._verify_target(
-            path, steps, lengths, stale, memory0)  # the draws above overlap this call on CPU
-        tick = time.perf_counter()
-        uniforms, fresh, residual_uniforms, next_noise = draws.result()
-        self.stats.noise_time += time.perf_counter() - tick  # waiting for the background draws
-        if next_noise is not None:
-            self.prefetched = (chains_np, next_noise)
-        fused = self.fused_verification
+        Returns ``(tau, log_w, next_states, finite)``: accepted lengths, ``log w_tau``, the states
+        after the accepted drafts (bonus, residual or reflection step) and whether they are finite.
+        """
+        target, shape, device, n = self.target, self.event_shape, self.device, len(lengths)
+        width = 0 if draft_means is None else draft_means.shape[1]
+        deltas = log_ratio = np.zeros((n, 1))
         if width > 0:
-            deltas, log_ratio, fused = self._gaps(means, draft_means, noises, steps, lengths, chains_np)
-        else:
-            deltas = log_ratio = np.zeros((n, 1))
+            self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
+            whitened, delta = whitened_gaps(
+                target.covariance(steps[:, :width].reshape(-1)),
+                means[:, :width].reshape(n * width, *shape),
+                draft_means.reshape(n * width, *shape), self.range_rtol,
+            )
+            ratio = log_ratios(noises.reshape(n * width, *noises.shape[2:]), whitened, delta)
+            log_ratio, deltas = torch.stack([ratio, delta]).reshape(2, n, width).cpu().numpy()
         tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
-
-        # --- the step after the accepted drafts: bonus, residual or reflection --------------------
         tau_t = self._device_index(tau)
-        t_next = t0 + tau_t
+        t_next = steps[self.chain_ids[:n], tau_t]
         covariance = target.covariance(t_next)
+        base = means[self.chain_ids[:n], tau_t]  # m_q at x_tau (bonus, mutually singular)
         rejected = np.nonzero(tau < lengths)[0]
         rejected_delta = deltas[rejected, tau[rejected]]
         coupled = rejected[np.isfinite(rejected_delta) & (rejected_delta > 0)]
-        next_std = self._isotropic_std(covariance, n) if fused else None
-        if next_std is not None:  # L = std I on CPU: one compiled pass makes every next state
-            mode, shift = np.zeros(n, dtype=np.int64), np.zeros(n)
-            if self.coupling == "gamma":
-                s_star, offset = sample_residual(log_w[coupled], deltas[coupled, tau[coupled]],
-                                                 residual_uniforms[coupled])
-                mode[coupled], shift[coupled] = RESIDUAL_DRAW, s_star + offset  # s = s* + r
-            else:
-                mode[coupled] = REFLECTION
-            new_x, finite = fused_next_states(means, draft_means, noises, fresh, tau, mode, shift,
-                                              next_std)
-        elif len(coupled):
-            base = means[self.chain_ids[:n], tau_t]  # m_q at x_tau (bonus, mutually singular)
+        if len(coupled):
             sel = self._device_index(coupled)
             tau_sel = tau_t[sel]
             w_sel, _ = whitened_gaps(target.covariance(t_next[sel]), means[sel, tau_sel],
@@ -796,10 +781,68 @@ class _Run:
                 step_noise[sel] = reflection_noise(noises[sel, tau_sel].to(work), w_sel, d_sel)
             new_x = covariance.step(base, step_noise, shape).to(self.dtype)
         else:
-            base = means[self.chain_ids[:n], tau_t]  # m_q at x_tau
             new_x = covariance.step(base, fresh, shape)  # bonus or target draw: m_q + L zeta
-        if next_std is None:
-            finite = bool(torch.isfinite(new_x.sum()))
+        return tau, log_w, new_x, bool(torch.isfinite(new_x.sum()))
+
+    @staticmethod
+    def _isotropic_std(covariance, n: int) -> np.ndarray | None:
+        """``(n,)`` host stds of an isotropic covariance, or None for any other kind."""
+        if not isinstance(covariance, IsotropicCovariance):
+            return None
+        if covariance._scalar is not None:
+            return np.full(n, covariance._scalar)
+        std = covariance.std.detach().to(torch.float64).cpu().numpy().reshape(-1)
+        return np.broadcast_to(std, (n,)) if std.size in (1, n) else None
+
+    def _round(self, chains_np: np.ndarray) -> None:
+        target, gamma, shape, device = self.target, self.gamma, self.event_shape, self.device
+        n = len(chains_np)
+        all_chains = n == self.num_chains
+        chains = self.chain_ids if all_chains else self._device_index(chains_np)
+        x0 = self.x if all_chains else self.x[chains]
+        t0_host = self.t_host[chains_np]
+        memory0 = None
+        if self.memory is not None:
+            memory0 = self.memory if all_chains else self.memory[chains]
+        # Draft lengths: a round may advance at most the chain's remaining steps (tau + 1 <= K - t).
+        if self.adaptive is not None:
+            gamma = self.adaptive.choose(chains_np, self.drafter.source == "frozen")
+            target_time, draft_time = self.stats.target_time, self.stats.draft_time
+            round_start = time.perf_counter()
+        lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
+        if self.drafter.source == "free":
+            lengths = np.where(self.has_cache[chains_np], lengths, 0)
+        width = int(lengths.max())
+
+        # --- the frozen evaluation (one extra sequential target call) or the cached one -------
+        stale = None
+        if self.drafter.source == "frozen":
+            stale = self._target_evaluate(x0, self._device_index(t0_host))
+            self.stats.sequential_target_calls += 1
+        elif self.drafter.source == "free" and width > 0:
+            stale = self.cache if all_chains else _tree_map(lambda c: c[chains], self.cache)
+
+        # --- drafting, ONE batched target call, verification ----------------------------------
+        path, draft_means, noises, steps = self._draft(x0, t0_host, memory0, stale, lengths, chains_np)
+        next_width = 0 if self.adaptive is not None else gamma  # the next round's draft noise
+        draws = self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype, next_width)
+        means, evaluations, flat_index, target_memory = self._verify_target(
+            path, steps, lengths, stale, memory0)  # the draws above overlap this call on CPU
+        tick = time.perf_counter()
+        uniforms, fresh, residual_uniforms, next_noise = draws.result()
+        self.stats.noise_time += time.perf_counter() - tick  # waiting for the background draws
+        if next_noise is not None:
+            self.prefetched = (chains_np, next_noise)
+        stepped = None
+        if self.fused_verification:  # L = std I on CPU: two compiled calls do the rest
+            stepped = self._step_compiled(means, draft_means, noises, steps, lengths, chains_np,
+                                          uniforms, residual_uniforms, fresh)
+        if stepped is None:
+            stepped = self._step_general(means, draft_means, noises, steps, lengths, chains_np,
+                                         uniforms, residual_uniforms, fresh)
+        tau, log_w, new_x, finite = stepped
+        tau_t = self._device_index(tau)
+        t_next = self._device_index(t0_host + tau)
         if not finite:  # a non-finite mean reached the new state
             self._check_grid(means, draft_means, steps, lengths, chains_np, 0)
             _check_finite(new_x, "the new state", t_next, chains)
@@ -808,7 +851,7 @@ class _Run:
         tau_eval = None
         if target.has_memory or self.drafter.source == "free":
             at_tau = self._device_index(flat_index[np.arange(n), tau])
-            tau_eval = _tree_map(lambda e: e[at_tau], evaluations)
+            tau_eval = _tree_map(lambda e: torch.index_select(e, 0, at_tau), evaluations)
         if target.has_memory:
             rows = self.chain_ids[:n]
             new_memory = target.next_memory(
@@ -832,16 +875,18 @@ class _Run:
             a_rows, a_pos = self._pairs(tau, 1)
             a_rows, a_pos = self._device_index(a_rows), self._device_index(a_pos)
             if len(a_rows):
-                self._record(t0[a_rows] + a_pos, chains[a_rows], path[a_rows, a_pos])
+                self._record(steps[a_rows, a_pos], chains[a_rows], path[a_rows, a_pos])
             self._record(t_next + 1, chains, new_x)
         if all_chains:
-            self.x, self.t = new_x, t_next + 1
+            self.x = new_x
         else:
             self.x[chains] = new_x
-            self.t[chains] = t_next + 1
         self.t_host[chains_np] += tau + 1
-        self.stats.record_round(tau, lengths)
-        self.bar.update(int(tau.sum()) + n)
+        self.pending_stats.append((tau, lengths))  # folded into stats in batches (additive)
+        if len(self.pending_stats) >= 64:
+            self._fold_stats()
+        if self.bar.bar is not None:
+            self.bar.update(int(tau.sum()) + n)
         if self.adaptive is not None:
             self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
                                  self.stats.target_time - target_time,

@@ -62,14 +62,17 @@ class SamplingStats:
         """Add one round's accepted and drafted lengths (one entry per chain in the round)."""
         self.chain_rounds += len(accepted)
         self.steps += int(accepted.sum()) + len(accepted)  # each chain advances tau + 1
-        counts = np.bincount(accepted, minlength=self.draft_length + 1)
-        positions = np.arange(self.draft_length)
-        drafted_counts = (drafted[:, None] > positions).sum(0)
-        accepted_counts = (accepted[:, None] > positions).sum(0)
-        self.accepted_length_histogram = [
-            a + int(b) for a, b in zip(self.accepted_length_histogram, counts)]
-        self.drafted_by_position = [a + int(b) for a, b in zip(self.drafted_by_position, drafted_counts)]
-        self.accepted_by_position = [a + int(b) for a, b in zip(self.accepted_by_position, accepted_counts)]
+        size = self.draft_length + 1
+        counts = np.bincount(accepted, minlength=size).tolist()
+        # chain-rounds that drafted (accepted) position i + 1: a reversed cumulative count
+        drafted_at = np.cumsum(np.bincount(drafted, minlength=size)[::-1])[::-1][1:].tolist()
+        accepted_at = np.cumsum(counts[::-1])[::-1][1:].tolist()
+        histogram = self.accepted_length_histogram
+        for i in range(size):
+            histogram[i] += counts[i]
+        for i in range(size - 1):
+            self.drafted_by_position[i] += drafted_at[i]
+            self.accepted_by_position[i] += accepted_at[i]
 
     @property
     def block_efficiency(self) -> float:

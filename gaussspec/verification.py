@@ -8,21 +8,13 @@ element is as exact as the float32 states themselves, and float64 would only add
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 
-from gaussspec.covariance import Covariance, IsotropicCovariance
+from gaussspec.covariance import Covariance
 from gaussspec.residual import block_accept_lengths
 
-__all__ = [
-    "VERIFICATIONS",
-    "whitened_gaps",
-    "log_ratios",
-    "fused_gap_statistics",
-    "accepted_lengths",
-    "range_tolerance",
-]
+__all__ = ["VERIFICATIONS", "whitened_gaps", "log_ratios", "accepted_lengths", "range_tolerance"]
 
 VERIFICATIONS = ("block", "token")
 
@@ -76,78 +68,6 @@ def log_ratios(noise: torch.Tensor, whitened: torch.Tensor, delta: torch.Tensor)
     safe_delta = torch.where(finite, delta, torch.zeros_like(delta))
     value = inner - 0.5 * safe_delta**2  # ALG 2: <xi, Delta> - delta^2 / 2
     return torch.where(finite, value, torch.full_like(value, -float("inf")))
-
-
-@numba.njit(fastmath={"reassoc", "contract", "nsz"}, nogil=True)  # no nnan/ninf: NaN propagates
-def _gap_sums(target, draft, noise):
-    """Per (chain, position): ``sum (m_q - m_p)^2`` and ``sum xi (m_q - m_p)``, float64 sums.
-
-    ``target`` is the ``(n, w + 1, d)`` grid of target means (position ``p`` is the mean at the
-    state that draft step ``p + 1`` left from); ``draft`` and ``noise`` are ``(n, w, d)``.
-    """
-    n, w, d = draft.shape
-    squares = np.empty((n, w))
-    inner = np.empty((n, w))
-    for row in range(n):
-        for position in range(w):
-            sum_squares = 0.0
-            sum_inner = 0.0
-            for j in range(d):
-                gap = np.float64(target[row, position, j]) - np.float64(draft[row, position, j])
-                sum_squares += gap * gap  # |m_q - m_p|^2
-                sum_inner += np.float64(noise[row, position, j]) * gap  # <xi, m_q - m_p>
-            squares[row, position] = sum_squares
-            inner[row, position] = sum_inner
-    return squares, inner
-
-
-def fused_gap_statistics(
-    covariance: Covariance,
-    target_means: torch.Tensor,
-    draft_means: torch.Tensor,
-    noise: torch.Tensor,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Gap norms and log ratios of a whole drafted grid in one pass, or None when not applicable.
-
-    The fast path of :func:`whitened_gaps` plus :func:`log_ratios` for an invertible isotropic
-    covariance (``L = std I``, one std per chain and position) on CPU: with ``gap = m_q - m_p``,
-    ``delta = |gap| / std`` and ``log q/p = <xi, gap> / std - delta^2 / 2`` (ALGORITHMS section 2),
-    read in a single compiled pass over the three arrays with float64 accumulation; the whitened
-    gaps are never materialised.
-
-    Args:
-        covariance: The target covariance at the drafted steps, flattened over ``(n, w)``.
-        target_means: ``(n, w + 1, *event)`` target means along each path.
-        draft_means: ``(n, w, *event)`` draft means.
-        noise: ``(n, w, *event)`` the drafts' standard noise.
-
-    Returns:
-        ``(delta, log_ratio)``, two ``(n, w)`` float64 host arrays, or None (use the general path).
-    """
-    n, width = draft_means.shape[:2]
-    if not (
-        isinstance(covariance, IsotropicCovariance)
-        and draft_means.device.type == "cpu"
-        and draft_means.dtype in (torch.float32, torch.float64)
-        and target_means.dtype == draft_means.dtype == noise.dtype
-        and target_means.is_contiguous() and draft_means.is_contiguous() and noise.is_contiguous()
-        and covariance.full_range()
-    ):
-        return None
-    if covariance._scalar is None and covariance.std.numel() not in (1, n * width):
-        return None
-    squares, inner = _gap_sums(
-        target_means.detach().reshape(n, width + 1, -1).numpy(),
-        draft_means.detach().reshape(n, width, -1).numpy(),
-        noise.detach().reshape(n, width, -1).numpy(),
-    )
-    if covariance._scalar is not None:
-        inverse_std = 1.0 / covariance._scalar
-    else:
-        std = covariance.std.detach().to(torch.float64).cpu().numpy().reshape(-1)
-        inverse_std = 1.0 / (std[0] if std.size == 1 else std.reshape(n, width))
-    delta = np.sqrt(squares) * inverse_std  # delta = |L^-1 gap|
-    return delta, inner * inverse_std - 0.5 * delta**2  # ALG 2: <xi, Delta> - delta^2 / 2
 
 
 def accepted_lengths(

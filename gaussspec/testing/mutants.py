@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gaussspec import sampler as _sampler
-from gaussspec.coupling import RESIDUAL_DRAW, TARGET_DRAW, fused_next_states
+from gaussspec.compiled import RESIDUAL_DRAW, TARGET_DRAW, fused_next_states, fused_verify
 from gaussspec.covariance import IsotropicCovariance
 
 __all__ = ["MUTANTS", "planted_mutant"]
@@ -33,6 +33,17 @@ MUTANTS = (
 
 def _always_accept(log_ratio, delta, uniforms, lengths, verification):
     return np.asarray(lengths, dtype=np.int64).copy(), np.zeros(len(lengths))
+
+
+def _fused_always_accept(target_means, draft_means, noise, lengths, std, uniforms,
+                         residual_uniforms, token, reflection):
+    """The same bug on the compiled CPU path: every draft accepted, the bonus step after it."""
+    found = fused_verify(target_means, draft_means, noise, lengths, std, uniforms,
+                         residual_uniforms, token, reflection)
+    found.tau = np.asarray(lengths, dtype=np.int64).copy()
+    found.log_weight = np.zeros(len(lengths))
+    found.mode = np.full(len(lengths), TARGET_DRAW)
+    return found
 
 
 def _draft_instead_of_residual(whitened, delta, log_weight, uniforms, fresh_noise):
@@ -82,6 +93,7 @@ def planted_mutant(name: str):
     with contextlib.ExitStack() as stack:
         if name == "always_accept":
             stack.enter_context(mock.patch.object(_sampler, "accepted_lengths", _always_accept))
+            stack.enter_context(mock.patch.object(_sampler, "fused_verify", _fused_always_accept))
         elif name == "draft_instead_of_residual":
             stack.enter_context(
                 mock.patch.object(_sampler, "residual_noise", _draft_instead_of_residual)

@@ -13,16 +13,21 @@ import torch
 
 import gaussspec as gs
 from gaussspec import sampler as engine
-from gaussspec.coupling import RESIDUAL_DRAW, REFLECTION, TARGET_DRAW, fused_next_states
-from gaussspec.coupling import residual_noise, reflection_noise
-from gaussspec.residual import sample_residual
+from gaussspec.compiled import (
+    REFLECTION,
+    RESIDUAL_DRAW,
+    TARGET_DRAW,
+    fused_next_states,
+    fused_verify,
+)
+from gaussspec.coupling import reflection_noise, residual_noise
+from gaussspec.residual import block_accept_lengths, sample_residual
 from gaussspec.testing.chains import GaussianDataDDPMKernel, OrnsteinUhlenbeckKernel
-from gaussspec.verification import fused_gap_statistics, log_ratios, whitened_gaps
+from gaussspec.verification import log_ratios, whitened_gaps
 
 
 def _general_paths_only(monkeypatch):
-    monkeypatch.setattr(engine, "fused_gap_statistics", lambda *args: None)
-    monkeypatch.setattr(engine._Run, "_isotropic_std", staticmethod(lambda covariance, n: None))
+    monkeypatch.setattr(engine._Run, "_step_compiled", lambda self, *args: None)
 
 
 def _run(target, drafter, x0, verification, coupling, seed=3):
@@ -62,28 +67,45 @@ def test_compiled_and_general_paths_agree(case, dtype, monkeypatch):
     assert sum(fast.stats.accepted_length_histogram[:-1]) > 0  # rejections happened: residuals ran
 
 
+@pytest.mark.parametrize("token", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_gap_statistics_matches_whitening(dtype):
+def test_fused_verify_matches_the_general_functions(dtype, token):
     generator = torch.Generator().manual_seed(0)
-    n, width, d = 5, 3, 7
+    n, width, d = 6, 3, 7
     means = torch.randn(n, width + 1, d, generator=generator, dtype=dtype)
     drafts = means[:, :width] + 0.3 * torch.randn(n, width, d, generator=generator, dtype=dtype)
     noise = torch.randn(n, width, d, generator=generator, dtype=dtype)
-    for covariance in (gs.IsotropicCovariance(0.7),
-                       gs.IsotropicCovariance(torch.rand(n * width, generator=generator, dtype=torch.float64) + 0.2)):
-        delta, log_ratio = fused_gap_statistics(covariance, means, drafts, noise)
-        whitened, reference_delta = whitened_gaps(
-            covariance, means[:, :width].reshape(n * width, d), drafts.reshape(n * width, d), 1e-6)
-        reference_ratio = log_ratios(noise.reshape(n * width, d), whitened, reference_delta)
-        tolerance = 1e-5 if dtype == torch.float32 else 1e-12
-        np.testing.assert_allclose(delta.reshape(-1), reference_delta.numpy(), rtol=tolerance)
-        np.testing.assert_allclose(log_ratio.reshape(-1), reference_ratio.numpy(), rtol=tolerance,
-                                   atol=tolerance)
-    # the compiled path declines what it does not handle
-    assert fused_gap_statistics(gs.DiagonalCovariance(torch.ones(d)), means, drafts, noise) is None
-    assert fused_gap_statistics(gs.IsotropicCovariance(0.0), means, drafts, noise) is None
-    assert fused_gap_statistics(gs.IsotropicCovariance(1.0), means.to(torch.bfloat16),
-                                drafts.to(torch.bfloat16), noise.to(torch.bfloat16)) is None
+    lengths = np.array([3, 3, 2, 0, 1, 3])
+    uniforms = torch.rand(n, width, generator=generator, dtype=torch.float64).numpy()
+    residual_uniforms = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
+    std = torch.rand(n, width + 1, generator=generator, dtype=torch.float64).numpy() + 0.2
+    found = fused_verify(means, drafts, noise, lengths, std, uniforms, residual_uniforms, token, False)
+    assert found.status == 0
+    covariance = gs.IsotropicCovariance(torch.as_tensor(std[:, :width].reshape(-1)))
+    whitened, delta = whitened_gaps(covariance, means[:, :width].reshape(n * width, d),
+                                    drafts.reshape(n * width, d), 1e-6)
+    ratio = log_ratios(noise.reshape(n * width, d), whitened, delta)
+    delta, ratio = delta.numpy().reshape(n, width), ratio.numpy().reshape(n, width)
+    valid = np.arange(width)[None, :] < lengths[:, None]
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(found.delta[valid], delta[valid], rtol=tolerance)
+    np.testing.assert_allclose(found.log_ratio[valid], ratio[valid], rtol=tolerance, atol=tolerance)
+    tau, log_w = block_accept_lengths(np.where(valid, ratio, 0), np.where(valid, delta, 0), uniforms,
+                                      lengths, token)
+    np.testing.assert_array_equal(found.tau, tau)
+    rejected = (tau < lengths) & (delta[np.arange(n), np.minimum(tau, width - 1)] > 0)
+    assert rejected.any() and (found.mode[rejected] == RESIDUAL_DRAW).all()
+    assert (found.mode[~rejected] == TARGET_DRAW).all()
+    rows = np.nonzero(rejected)[0]
+    s_star, offset = sample_residual(log_w[rows], delta[rows, tau[rows]], residual_uniforms[rows])
+    np.testing.assert_allclose(found.shift[rows], s_star + offset, rtol=1e-6)
+    # a zero std at a drafted slot (mutually singular kernels) is left to the general path
+    std[2, 1] = 0.0
+    assert fused_verify(means, drafts, noise, lengths, std, uniforms, residual_uniforms, token,
+                        False).status == 2
+    std[2, 1], means[4, 0, 3] = 1.0, float("nan")
+    assert fused_verify(means, drafts, noise, lengths, std, uniforms, residual_uniforms, token,
+                        False).status == 1
 
 
 def test_fused_next_states_matches_couplings():

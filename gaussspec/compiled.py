@@ -1,0 +1,239 @@
+"""The compiled CPU path of a round's verification and last step, for isotropic noise.
+
+When the shared covariance is ``L = std I`` (a std per chain and step) and states live on the CPU,
+everything after the batched target call is a few passes over three arrays, which numba runs in
+two calls instead of some forty small tensor operations:
+
+* :func:`fused_verify`: per drafted slot the gap ``m_q - m_p`` gives ``delta = |gap| / std`` and
+  ``log q/p = <xi, gap> / std - delta^2 / 2`` (ALGORITHMS section 2; float64 sums, the whitened
+  gaps are never stored); then the accepted lengths (sections 4, 5) and, for each rejection, the
+  scalar residual draw ``s = s* + r`` (section 3);
+* :func:`fused_next_states`: every chain's next state, ``m_q + std zeta`` (bonus or target draw),
+  ``m_p + std (s e + zeta - <zeta, e> e)`` (weighted residual) or ``m_q + std (xi - 2 <xi, e> e)``
+  (reflection), with ``e = gap / |gap|`` (whitening by a scalar keeps directions).
+
+Both read the same random numbers the general path reads, in the same order, so the two paths give
+the same draws up to rounding (tested). The general torch path (any covariance, any device) stays
+the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+from gaussspec.residual import _NODES, _WEIGHTS, _block_lengths, _sample_one
+
+__all__ = ["fused_verify", "fused_next_states", "TARGET_DRAW", "RESIDUAL_DRAW", "REFLECTION",
+           "FusedVerification"]
+
+#: How :func:`fused_next_states` makes a chain's next state.
+TARGET_DRAW, RESIDUAL_DRAW, REFLECTION = 0, 1, 2
+
+_FAST = {"reassoc", "contract", "nsz"}  # vectorised sums; no nnan/ninf: NaN and inf propagate
+
+
+@numba.njit(fastmath=_FAST, nogil=True)
+def _gap_sums(target, draft, noise, lengths, squares, inner):
+    """``sum (m_q - m_p)^2`` and ``sum xi (m_q - m_p)`` per drafted slot, float64 sums."""
+    n, _, d = draft.shape
+    for row in range(n):
+        for position in range(lengths[row]):
+            sum_squares = 0.0
+            sum_inner = 0.0
+            for j in range(d):
+                gap = np.float64(target[row, position, j]) - np.float64(draft[row, position, j])
+                sum_squares += gap * gap  # |m_q - m_p|^2
+                sum_inner += np.float64(noise[row, position, j]) * gap  # <xi, m_q - m_p>
+            squares[row, position] = sum_squares
+            inner[row, position] = sum_inner
+
+
+@numba.njit(nogil=True)
+def _verify(target, draft, noise, lengths, std, uniforms, residual_uniforms, token, reflection,
+            nodes, weights):
+    n = draft.shape[0]
+    width = max(draft.shape[1], 1)
+    delta = np.zeros((n, width))
+    log_ratio = np.zeros((n, width))
+    tau = np.zeros(n, dtype=np.int64)
+    log_w = np.zeros(n)
+    mode = np.zeros(n, dtype=np.int64)
+    shift = np.zeros(n)
+    for row in range(n):
+        for position in range(lengths[row]):
+            if not std[row, position] > 0.0:
+                return tau, log_w, mode, shift, delta, log_ratio, 2  # singular: general path
+    _gap_sums(target, draft, noise, lengths, delta, log_ratio)
+    for row in range(n):
+        for position in range(lengths[row]):
+            scale = 1.0 / std[row, position]
+            gap_norm = math.sqrt(delta[row, position]) * scale  # delta = |L^-1 (m_q - m_p)|
+            ratio = log_ratio[row, position] * scale - 0.5 * gap_norm * gap_norm  # ALG 2
+            if not math.isfinite(ratio):
+                return tau, log_w, mode, shift, delta, log_ratio, 1  # a non-finite mean
+            delta[row, position] = gap_norm
+            log_ratio[row, position] = ratio
+    tau, log_w = _block_lengths(log_ratio, delta, uniforms, lengths, token, nodes, weights)
+    for row in range(n):
+        k = tau[row]
+        if k < lengths[row] and delta[row, k] > 0.0:  # a rejection: residual or reflection
+            if reflection:
+                mode[row] = REFLECTION
+            else:
+                s_star, offset = _sample_one(log_w[row], delta[row, k],
+                                             math.log(residual_uniforms[row]), nodes, weights)
+                mode[row] = RESIDUAL_DRAW
+                shift[row] = s_star + offset  # s = s* + r  (ALG 3)
+    return tau, log_w, mode, shift, delta, log_ratio, 0
+
+
+class FusedVerification:
+    """What :func:`fused_verify` found: accepted lengths and how each chain steps next.
+
+    Attributes:
+        tau: ``(n,)`` accepted lengths.
+        log_weight: ``(n,)`` ``log w_tau`` of block verification (0 token-wise).
+        mode: ``(n,)`` ``TARGET_DRAW``, ``RESIDUAL_DRAW`` or ``REFLECTION``.
+        shift: ``(n,)`` residual draws ``s`` (``RESIDUAL_DRAW`` rows).
+        delta: ``(n, width)`` whitened gap norms per drafted slot.
+        log_ratio: ``(n, width)`` ``log q / p`` per drafted slot.
+        status: 0 done; 1 a non-finite mean among the drafted slots; 2 a zero std at a drafted
+            slot (mutually singular kernels: use the general path).
+    """
+
+    __slots__ = ("tau", "log_weight", "mode", "shift", "delta", "log_ratio", "status")
+
+    def __init__(self, tau, log_weight, mode, shift, delta, log_ratio, status):
+        self.tau, self.log_weight, self.mode, self.shift = tau, log_weight, mode, shift
+        self.delta, self.log_ratio, self.status = delta, log_ratio, status
+
+
+def _host(tensor: torch.Tensor, *lead: int) -> np.ndarray:
+    return tensor.detach().reshape(*lead, -1).numpy()  # a view for contiguous CPU tensors
+
+
+def fused_verify(
+    target_means: torch.Tensor,
+    draft_means: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    lengths: np.ndarray,
+    std: np.ndarray,
+    uniforms: np.ndarray,
+    residual_uniforms: np.ndarray,
+    token: bool,
+    reflection: bool,
+) -> FusedVerification:
+    """Verify a drafted grid and draw the residual scalars, in one compiled call.
+
+    Args:
+        target_means: ``(n, w + 1, *event)`` target means along each path (CPU).
+        draft_means: ``(n, w, *event)`` draft means, or None when nothing was drafted.
+        noise: ``(n, w, *event)`` the drafts' standard noise, or None.
+        lengths: ``(n,)`` drafted lengths (slots past them are ignored).
+        std: ``(n, w + 1)`` float64 std of the step leaving each slot.
+        uniforms: ``(n, max(w, 1))`` acceptance uniforms.
+        residual_uniforms: ``(n,)`` uniforms of the residual inversion.
+        token: Token-wise verification instead of block verification.
+        reflection: The reflection coupling instead of the weighted residual.
+    """
+    n = target_means.shape[0]
+    width = 0 if draft_means is None else draft_means.shape[1]
+    if width == 0:
+        draft = np.zeros((n, 0, 1), dtype=np.float64)
+        noise_np = draft
+    else:
+        draft, noise_np = _host(draft_means, n, width), _host(noise, n, width)
+    return FusedVerification(*_verify(
+        _host(target_means, n, target_means.shape[1]), draft, noise_np,
+        np.ascontiguousarray(lengths, dtype=np.int64), np.ascontiguousarray(std, dtype=np.float64),
+        np.ascontiguousarray(uniforms, dtype=np.float64),
+        np.ascontiguousarray(residual_uniforms, dtype=np.float64), bool(token), bool(reflection),
+        _NODES, _WEIGHTS,
+    ))
+
+
+@numba.njit(fastmath=_FAST, nogil=True)
+def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
+    n, d = fresh.shape
+    total = 0.0
+    for b in range(n):
+        k = tau[b]
+        if mode[b] == TARGET_DRAW:  # bonus step or a target draw: m_q + std zeta
+            for j in range(d):
+                value = np.float64(target[b, k, j]) + std[b] * np.float64(fresh[b, j])
+                out[b, j] = value
+                total += value
+            continue
+        norm2 = 0.0
+        for j in range(d):
+            gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
+            norm2 += gap * gap
+        inverse = 1.0 / np.sqrt(norm2)  # e = gap / |gap| (= Delta / delta for L = std I)
+        along = 0.0
+        source = fresh[b] if mode[b] == RESIDUAL_DRAW else noise[b, k]
+        for j in range(d):
+            gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
+            along += np.float64(source[j]) * gap * inverse  # <zeta, e> or <xi, e>
+        if mode[b] == RESIDUAL_DRAW:  # m_p + std (s e + zeta - <zeta, e> e)  (ALG 3)
+            coefficient = shift[b] - along
+            for j in range(d):
+                gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
+                value = np.float64(draft[b, k, j]) + std[b] * (
+                    np.float64(fresh[b, j]) + coefficient * gap * inverse)
+                out[b, j] = value
+                total += value
+        else:  # reflection: m_q + std (xi - 2 <xi, e> e)
+            for j in range(d):
+                gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
+                value = np.float64(target[b, k, j]) + std[b] * (
+                    np.float64(noise[b, k, j]) - 2.0 * along * gap * inverse)
+                out[b, j] = value
+                total += value
+    return total
+
+
+def fused_next_states(
+    target_means: torch.Tensor,
+    draft_means: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    fresh: torch.Tensor,
+    tau: np.ndarray,
+    mode: np.ndarray,
+    shift: np.ndarray,
+    std: np.ndarray,
+) -> tuple[torch.Tensor, bool]:
+    """Every chain's next state in one compiled pass (see the module docstring).
+
+    Args:
+        target_means: ``(n, w + 1, *event)`` target means along each path (CPU).
+        draft_means: ``(n, w, *event)`` draft means (None when nothing was drafted).
+        noise: ``(n, w, *event)`` the drafts' standard noise (None when nothing was drafted).
+        fresh: ``(n, *event)`` fresh standard noise.
+        tau: ``(n,)`` accepted lengths.
+        mode: ``(n,)`` one of ``TARGET_DRAW``, ``RESIDUAL_DRAW``, ``REFLECTION``.
+        shift: ``(n,)`` residual offsets ``s = s* + r`` (read for ``RESIDUAL_DRAW`` rows only).
+        std: ``(n,)`` std of the step each chain takes now.
+
+    Returns:
+        ``(next_states, finite)``: ``(n, *event)`` in the dtype of ``fresh``, and False when any
+        value is NaN or inf.
+    """
+    n = target_means.shape[0]
+    out = torch.empty_like(fresh, memory_format=torch.contiguous_format)
+    width = 0 if draft_means is None else draft_means.shape[1]
+    if width == 0:
+        draft = np.zeros((n, 1, 1), dtype=out.numpy().dtype)
+        noise_np = draft
+    else:
+        draft, noise_np = _host(draft_means, n, width), _host(noise, n, width)
+    total = _next_states(
+        _host(target_means, n, target_means.shape[1]), draft, noise_np, _host(fresh, n),
+        np.ascontiguousarray(tau, dtype=np.int64), np.ascontiguousarray(mode, dtype=np.int64),
+        np.ascontiguousarray(shift, dtype=np.float64), np.ascontiguousarray(std, dtype=np.float64),
+        _host(out, n),
+    )
+    return out, bool(np.isfinite(total))
