@@ -27,8 +27,8 @@ import torch
 
 from gaussspec.residual import _NODES, _WEIGHTS, _block_lengths, _sample_one
 
-__all__ = ["fused_verify", "fused_next_states", "TARGET_DRAW", "RESIDUAL_DRAW", "REFLECTION",
-           "FusedVerification"]
+__all__ = ["fused_verify", "fused_next_states", "host_grid", "FusedVerification", "TARGET_DRAW",
+           "RESIDUAL_DRAW", "REFLECTION"]
 
 #: How :func:`fused_next_states` makes a chain's next state.
 TARGET_DRAW, RESIDUAL_DRAW, REFLECTION = 0, 1, 2
@@ -112,14 +112,21 @@ class FusedVerification:
         self.delta, self.log_ratio, self.status = delta, log_ratio, status
 
 
-def _host(tensor: torch.Tensor, *lead: int) -> np.ndarray:
-    return tensor.detach().reshape(*lead, -1).numpy()  # a view for contiguous CPU tensors
+def host_grid(tensor: torch.Tensor | None, rows: int, columns: int | None = None) -> np.ndarray:
+    """A CPU tensor as a float array ``(rows, columns, features)`` (or ``(rows, features)``).
+
+    A view for contiguous tensors. ``None`` (nothing drafted) gives an empty placeholder.
+    """
+    if tensor is None:
+        return np.zeros((rows, 1, 1), dtype=np.float64)
+    lead = (rows,) if columns is None else (rows, columns)
+    return tensor.detach().reshape(*lead, -1).numpy()
 
 
 def fused_verify(
-    target_means: torch.Tensor,
-    draft_means: torch.Tensor | None,
-    noise: torch.Tensor | None,
+    target: np.ndarray,
+    draft: np.ndarray,
+    noise: np.ndarray,
     lengths: np.ndarray,
     std: np.ndarray,
     uniforms: np.ndarray,
@@ -130,30 +137,18 @@ def fused_verify(
     """Verify a drafted grid and draw the residual scalars, in one compiled call.
 
     Args:
-        target_means: ``(n, w + 1, *event)`` target means along each path (CPU).
-        draft_means: ``(n, w, *event)`` draft means, or None when nothing was drafted.
-        noise: ``(n, w, *event)`` the drafts' standard noise, or None.
-        lengths: ``(n,)`` drafted lengths (slots past them are ignored).
+        target: ``(n, w + 1, d)`` target means along each path (see :func:`host_grid`).
+        draft: ``(n, w, d)`` draft means (slots past ``lengths`` are ignored).
+        noise: ``(n, w, d)`` the drafts' standard noise.
+        lengths: ``(n,)`` int64 drafted lengths.
         std: ``(n, w + 1)`` float64 std of the step leaving each slot.
-        uniforms: ``(n, max(w, 1))`` acceptance uniforms.
-        residual_uniforms: ``(n,)`` uniforms of the residual inversion.
+        uniforms: ``(n, max(w, 1))`` float64 acceptance uniforms.
+        residual_uniforms: ``(n,)`` float64 uniforms of the residual inversion.
         token: Token-wise verification instead of block verification.
         reflection: The reflection coupling instead of the weighted residual.
     """
-    n = target_means.shape[0]
-    width = 0 if draft_means is None else draft_means.shape[1]
-    if width == 0:
-        draft = np.zeros((n, 0, 1), dtype=np.float64)
-        noise_np = draft
-    else:
-        draft, noise_np = _host(draft_means, n, width), _host(noise, n, width)
-    return FusedVerification(*_verify(
-        _host(target_means, n, target_means.shape[1]), draft, noise_np,
-        np.ascontiguousarray(lengths, dtype=np.int64), np.ascontiguousarray(std, dtype=np.float64),
-        np.ascontiguousarray(uniforms, dtype=np.float64),
-        np.ascontiguousarray(residual_uniforms, dtype=np.float64), bool(token), bool(reflection),
-        _NODES, _WEIGHTS,
-    ))
+    return FusedVerification(*_verify(target, draft, noise, lengths, std, uniforms,
+                                      residual_uniforms, token, reflection, _NODES, _WEIGHTS))
 
 
 @numba.njit(fastmath=_FAST, nogil=True)
@@ -162,9 +157,10 @@ def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
     total = 0.0
     for b in range(n):
         k = tau[b]
+        scale = std[b, k]
         if mode[b] == TARGET_DRAW:  # bonus step or a target draw: m_q + std zeta
             for j in range(d):
-                value = np.float64(target[b, k, j]) + std[b] * np.float64(fresh[b, j])
+                value = np.float64(target[b, k, j]) + scale * np.float64(fresh[b, j])
                 out[b, j] = value
                 total += value
             continue
@@ -182,14 +178,14 @@ def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
             coefficient = shift[b] - along
             for j in range(d):
                 gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-                value = np.float64(draft[b, k, j]) + std[b] * (
+                value = np.float64(draft[b, k, j]) + scale * (
                     np.float64(fresh[b, j]) + coefficient * gap * inverse)
                 out[b, j] = value
                 total += value
         else:  # reflection: m_q + std (xi - 2 <xi, e> e)
             for j in range(d):
                 gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-                value = np.float64(target[b, k, j]) + std[b] * (
+                value = np.float64(target[b, k, j]) + scale * (
                     np.float64(noise[b, k, j]) - 2.0 * along * gap * inverse)
                 out[b, j] = value
                 total += value
@@ -197,43 +193,31 @@ def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
 
 
 def fused_next_states(
-    target_means: torch.Tensor,
-    draft_means: torch.Tensor | None,
-    noise: torch.Tensor | None,
-    fresh: torch.Tensor,
+    target: np.ndarray,
+    draft: np.ndarray,
+    noise: np.ndarray,
+    fresh: np.ndarray,
     tau: np.ndarray,
     mode: np.ndarray,
     shift: np.ndarray,
     std: np.ndarray,
-) -> tuple[torch.Tensor, bool]:
+    out: np.ndarray,
+) -> bool:
     """Every chain's next state in one compiled pass (see the module docstring).
 
     Args:
-        target_means: ``(n, w + 1, *event)`` target means along each path (CPU).
-        draft_means: ``(n, w, *event)`` draft means (None when nothing was drafted).
-        noise: ``(n, w, *event)`` the drafts' standard noise (None when nothing was drafted).
-        fresh: ``(n, *event)`` fresh standard noise.
-        tau: ``(n,)`` accepted lengths.
-        mode: ``(n,)`` one of ``TARGET_DRAW``, ``RESIDUAL_DRAW``, ``REFLECTION``.
+        target: ``(n, w + 1, d)`` target means along each path.
+        draft: ``(n, w, d)`` draft means.
+        noise: ``(n, w, d)`` the drafts' standard noise.
+        fresh: ``(n, d)`` fresh standard noise.
+        tau: ``(n,)`` int64 accepted lengths.
+        mode: ``(n,)`` int64, one of ``TARGET_DRAW``, ``RESIDUAL_DRAW``, ``REFLECTION``.
         shift: ``(n,)`` residual offsets ``s = s* + r`` (read for ``RESIDUAL_DRAW`` rows only).
-        std: ``(n,)`` std of the step each chain takes now.
+        std: ``(n, w + 1)`` float64 std of the step leaving each slot (slot ``tau`` is used).
+        out: ``(n, d)`` where the next states are written.
 
     Returns:
-        ``(next_states, finite)``: ``(n, *event)`` in the dtype of ``fresh``, and False when any
-        value is NaN or inf.
+        False when any written value is NaN or inf.
     """
-    n = target_means.shape[0]
-    out = torch.empty_like(fresh, memory_format=torch.contiguous_format)
-    width = 0 if draft_means is None else draft_means.shape[1]
-    if width == 0:
-        draft = np.zeros((n, 1, 1), dtype=out.numpy().dtype)
-        noise_np = draft
-    else:
-        draft, noise_np = _host(draft_means, n, width), _host(noise, n, width)
-    total = _next_states(
-        _host(target_means, n, target_means.shape[1]), draft, noise_np, _host(fresh, n),
-        np.ascontiguousarray(tau, dtype=np.int64), np.ascontiguousarray(mode, dtype=np.int64),
-        np.ascontiguousarray(shift, dtype=np.float64), np.ascontiguousarray(std, dtype=np.float64),
-        _host(out, n),
-    )
-    return out, bool(np.isfinite(total))
+    return bool(np.isfinite(_next_states(target, draft, noise, fresh, tau, mode, shift, std, out)))
+

@@ -244,11 +244,18 @@ def _block_lengths(log_ratio, delta, u, lengths, token, nodes, weights):
                     break
             tau[b] = length
             continue
+        # Forward: w_i = min(1, w_{i-1} q_i / p_i) (cheap). Backward: tau = max{i : U_i <= h_i},
+        # so scanning from i = gamma down stops at the first hit and the residual masses R_i
+        # (the costly part) are computed only for positions above the accepted length.
+        log_ws = np.empty(gamma)
         log_w = 0.0  # w_0 = 1
-        best = 0
-        best_log_w = 0.0
         for i in range(gamma):
             log_w = min(0.0, log_w + log_ratio[b, i])  # w_i = min(1, w_{i-1} q_i / p_i)
+            log_ws[i] = log_w
+        best = 0
+        best_log_w = 0.0
+        for i in range(gamma - 1, -1, -1):
+            log_w = log_ws[i]
             if i < gamma - 1:
                 log_r = _log_mass_safe(log_w, delta[b, i + 1], nodes, weights)  # R(w_i, delta_{i+1})
                 one_minus_w = -math.expm1(log_w) if log_w < 0.0 else 0.0
@@ -262,6 +269,7 @@ def _block_lengths(log_ratio, delta, u, lengths, token, nodes, weights):
             if u[b, i] <= h:
                 best = i + 1  # tau = max{i : U_i <= h_i}
                 best_log_w = log_w
+                break
         tau[b] = best
         log_weight_at_tau[b] = best_log_w
     return tau, log_weight_at_tau

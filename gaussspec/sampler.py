@@ -23,7 +23,7 @@ import torch
 
 from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
-from gaussspec.compiled import fused_next_states, fused_verify
+from gaussspec.compiled import fused_next_states, fused_verify, host_grid
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.covariance import IsotropicCovariance
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
@@ -588,11 +588,12 @@ class _Run:
             covariance = target.covariance(t_prev)
             if every:
                 draft_at[i - 1].copy_(mean)
+                if getattr(covariance, "_scalar", None) is not None:  # no temporaries
+                    torch.add(mean, noise_at[i - 1], alpha=covariance._scalar, out=path_at[i])  # m_p + std xi
+                else:
+                    path_at[i].copy_(covariance.step(mean, noise_at[i - 1], shape))  # m_p + L xi
             else:
                 draft_means[rows, i - 1] = mean
-            if every and getattr(covariance, "_scalar", None) is not None:
-                torch.add(mean, noise_at[i - 1], alpha=covariance._scalar, out=path_at[i])  # m_p + std xi
-            else:
                 path[rows, i] = covariance.step(mean, noises[rows, i - 1], shape)  # m_p + L xi
             if draft_memory is not None:
                 draft_memory[rows, i] = self.draft_kernel.next_memory(
@@ -720,21 +721,24 @@ class _Run:
 
         Returns ``(tau, log_w, next_states, finite)`` like :meth:`_step_general`.
         """
-        n = len(lengths)
+        n, width = len(lengths), steps.shape[1] - 1
         std = self._isotropic_std(self.target.covariance(steps.reshape(-1)), steps.numel())
         if std is None or not (means.dtype == self.dtype and means.is_contiguous()):
             return None
-        std = std.reshape(n, -1)  # std of the step leaving each slot of the grid
-        found = fused_verify(means, draft_means, noises, lengths, std, uniforms, residual_uniforms,
+        std = np.ascontiguousarray(std.reshape(n, width + 1))  # std of the step leaving each slot
+        target = host_grid(means, n, width + 1)
+        draft = host_grid(draft_means, n, width) if width else host_grid(None, n).astype(target.dtype)
+        noise = host_grid(noises, n, width) if width else draft
+        found = fused_verify(target, draft, noise, lengths, std, uniforms, residual_uniforms,
                              self.verification == "token", self.coupling == "reflection")
         if found.status == 1:  # a drafted slot's log ratio is not finite: find the culprit
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
         if found.status != 0:
             return None  # a zero std (mutually singular) or an overflow: the general path decides
-        tau = found.tau
-        new_x, finite = fused_next_states(means, draft_means, noises, fresh, tau, found.mode,
-                                          found.shift, std[np.arange(n), tau])
-        return tau, found.log_weight, new_x, finite
+        new_x = torch.empty_like(fresh, memory_format=torch.contiguous_format)
+        finite = fused_next_states(target, draft, noise, host_grid(fresh, n), found.tau, found.mode,
+                                   found.shift, std, host_grid(new_x, n))
+        return found.tau, found.log_weight, new_x, finite
 
     def _step_general(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
                       residual_uniforms, fresh):

@@ -35,11 +35,11 @@ def _always_accept(log_ratio, delta, uniforms, lengths, verification):
     return np.asarray(lengths, dtype=np.int64).copy(), np.zeros(len(lengths))
 
 
-def _fused_always_accept(target_means, draft_means, noise, lengths, std, uniforms,
-                         residual_uniforms, token, reflection):
+def _fused_always_accept(target, draft, noise, lengths, std, uniforms, residual_uniforms, token,
+                         reflection):
     """The same bug on the compiled CPU path: every draft accepted, the bonus step after it."""
-    found = fused_verify(target_means, draft_means, noise, lengths, std, uniforms,
-                         residual_uniforms, token, reflection)
+    found = fused_verify(target, draft, noise, lengths, std, uniforms, residual_uniforms, token,
+                         reflection)
     found.tau = np.asarray(lengths, dtype=np.int64).copy()
     found.log_weight = np.zeros(len(lengths))
     found.mode = np.full(len(lengths), TARGET_DRAW)
@@ -50,14 +50,14 @@ def _draft_instead_of_residual(whitened, delta, log_weight, uniforms, fresh_nois
     return fresh_noise  # y = m_p + L zeta: a fresh DRAFT draw, not the residual
 
 
-def _fused_draft_instead_of_residual(target_means, draft_means, noise, fresh, tau, mode, shift, std):
+def _fused_draft_instead_of_residual(target, draft, noise, fresh, tau, mode, shift, std, out):
     """The same bug on the compiled CPU path: residual rows become ``m_p + std zeta``."""
     residual = np.nonzero(mode == RESIDUAL_DRAW)[0]
-    target_means = target_means.clone()
+    target = target.copy()
     for row in residual:  # a target draw centred on the draft mean is a fresh draft draw
-        target_means[row, tau[row]] = draft_means[row, tau[row]]
+        target[row, tau[row]] = draft[row, tau[row]]
     mode = np.where(mode == RESIDUAL_DRAW, TARGET_DRAW, mode)
-    return fused_next_states(target_means, draft_means, noise, fresh, tau, mode, shift, std)
+    return fused_next_states(target, draft, noise, fresh, tau, mode, shift, std, out)
 
 
 class _ScaledCovariance:

@@ -79,7 +79,8 @@ def test_fused_verify_matches_the_general_functions(dtype, token):
     uniforms = torch.rand(n, width, generator=generator, dtype=torch.float64).numpy()
     residual_uniforms = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
     std = torch.rand(n, width + 1, generator=generator, dtype=torch.float64).numpy() + 0.2
-    found = fused_verify(means, drafts, noise, lengths, std, uniforms, residual_uniforms, token, False)
+    grids = means.numpy(), drafts.contiguous().numpy(), noise.numpy()
+    found = fused_verify(*grids, lengths, std, uniforms, residual_uniforms, token, False)
     assert found.status == 0
     covariance = gs.IsotropicCovariance(torch.as_tensor(std[:, :width].reshape(-1)))
     whitened, delta = whitened_gaps(covariance, means[:, :width].reshape(n * width, d),
@@ -101,11 +102,9 @@ def test_fused_verify_matches_the_general_functions(dtype, token):
     np.testing.assert_allclose(found.shift[rows], s_star + offset, rtol=1e-6)
     # a zero std at a drafted slot (mutually singular kernels) is left to the general path
     std[2, 1] = 0.0
-    assert fused_verify(means, drafts, noise, lengths, std, uniforms, residual_uniforms, token,
-                        False).status == 2
-    std[2, 1], means[4, 0, 3] = 1.0, float("nan")
-    assert fused_verify(means, drafts, noise, lengths, std, uniforms, residual_uniforms, token,
-                        False).status == 1
+    assert fused_verify(*grids, lengths, std, uniforms, residual_uniforms, token, False).status == 2
+    std[2, 1], grids[0][4, 0, 3] = 1.0, float("nan")
+    assert fused_verify(*grids, lengths, std, uniforms, residual_uniforms, token, False).status == 1
 
 
 def test_fused_next_states_matches_couplings():
@@ -121,8 +120,10 @@ def test_fused_next_states_matches_couplings():
     delta = gap.norm().reshape(1)
     s_star, offset = sample_residual(np.array([-0.3]), delta.numpy(), np.array([0.4]))
     shift = np.array([0.0, (s_star + offset)[0], 0.0])
-    out, finite = fused_next_states(means, drafts, noise, fresh, tau, mode, shift, np.full(n, std))
-    assert finite
+    std_grid = np.full((n, width + 1), std)
+    grids = means.numpy(), drafts.numpy(), noise.numpy(), fresh.numpy()
+    out = torch.empty_like(fresh)
+    assert fused_next_states(*grids, tau, mode, shift, std_grid, out.numpy())
     torch.testing.assert_close(out[0], means[0, 2] + std * fresh[0])
     residual = residual_noise(gap[None], delta, np.array([-0.3]), np.array([0.4]), fresh[1:2])
     torch.testing.assert_close(out[1], drafts[1, 0] + std * residual[0])
@@ -130,7 +131,7 @@ def test_fused_next_states_matches_couplings():
     reflected = reflection_noise(noise[2:3, 1], gap2[None], gap2.norm().reshape(1))
     torch.testing.assert_close(out[2], means[2, 1] + std * reflected[0])
     means[0, 2, 3] = float("nan")
-    assert not fused_next_states(means, drafts, noise, fresh, tau, mode, shift, np.full(n, std))[1]
+    assert not fused_next_states(*grids, tau, mode, shift, std_grid, out.numpy())
 
 
 class _NaNIsotropic(gs.GaussianKernel):
