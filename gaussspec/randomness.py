@@ -136,15 +136,32 @@ class Randomness:
         foreground.
         """
 
-        def draw():
+        n = len(chains)
+        width = max(int(np.max(lengths)) if n else 0, 1)
+        shape, device = tuple(noise_shape), self.device
+
+        def draw_shared():  # three generator calls: the worker needs the GIL only briefly
+            generator = self.shared
+            both = torch.rand((n, width + 1), generator=generator, device=device,
+                              dtype=torch.float64).cpu().numpy()
+            fresh = torch.randn((n, *shape), generator=generator, device=device, dtype=dtype)
+            next_noise = None
+            if next_width > 0:
+                next_noise = torch.randn((n, next_width, *shape), generator=generator,
+                                         device=device, dtype=dtype)
+            return (np.ascontiguousarray(both[:, :width]), fresh,
+                    np.ascontiguousarray(both[:, width]), next_noise)
+
+        def draw_per_chain():  # each chain draws only what its own round needs (rank invariance)
             uniforms = self.uniform(chains, lengths)
             fresh = self.normal(chains, None, noise_shape, dtype)
             residual_uniforms = self.uniform(chains, None)
             next_noise = None
             if next_width > 0:
-                counts = np.full(len(chains), next_width)
-                next_noise = self.normal(chains, counts, noise_shape, dtype)
+                next_noise = self.normal(chains, np.full(n, next_width), noise_shape, dtype)
             return uniforms, fresh, residual_uniforms, next_noise
+
+        draw = draw_shared if self.per_chain is None else draw_per_chain
 
         explicit = self.per_chain is not None or self.shared is not None
         if explicit and self.on_cpu:

@@ -71,7 +71,8 @@ def test_speculative_md_matches_plain_chain(setup, name):
     sampler = gs.SpeculativeSampler(kernel, drafter, draft_length=4)
     result = sampler.sample(x0, generator=torch.Generator().manual_seed(2))
     assert 1.3 < result.stats.block_efficiency < 4.9  # speculation is really exercised
-    assert result.stats.rounds < STEPS
+    # fewer sequential calls per chain than plain (the batch's round count is its slowest chain)
+    assert result.stats.chain_rounds / result.stats.num_chains < 0.9 * STEPS
     assert two_sample_test(result.samples, plain).p_value > ALPHA
     with planted_mutant("always_accept"):
         broken = sampler.sample(x0, generator=torch.Generator().manual_seed(3)).samples
