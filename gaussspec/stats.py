@@ -31,8 +31,9 @@ class SamplingStats:
         wall_time: Seconds for the whole run.
         target_time: Seconds inside target calls.
         draft_time: Seconds inside draft-kernel calls.
-        noise_time: Seconds drawing standard normal noise (drafts, bonus and residual steps,
-            plain steps); part of the engine's own time, reported separately.
+        noise_time: Seconds the run waited for random numbers: draws in the foreground (plain
+            steps, the first round's draft noise) and waiting for draws made in the background
+            during target calls; part of the engine's own time, reported separately.
     """
 
     num_chains: int

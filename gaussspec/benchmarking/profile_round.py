@@ -68,7 +68,7 @@ def profile_round(steps: int = 200, chains: int = 8, draft_length: int = 4) -> t
             lines.append({"line": lineno, "function": function, "hits": hits,
                           "ms_total": total * unit * 1e3,
                           "ms_per_round": total * unit * 1e3 / stats.rounds, "source": source})
-            if function == "_round":
+            if function.split(".")[-1] == "_round":
                 round_ms += total * unit * 1e3  # _round's lines include the nested methods
     engine_lines = [entry for entry in lines if not any(c in entry["source"] for c in _NOT_ENGINE)]
     engine_lines.sort(key=lambda entry: -entry["ms_total"])
