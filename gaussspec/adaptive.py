@@ -1,21 +1,45 @@
 """Adaptive draft length: pick gamma online from measured acceptance and measured costs.
 
-A goodput model (ALGORITHMS section 9): a round with draft length ``g`` advances each chain by
-``1 + sum_{i<=g} P(tau >= i)`` steps on average and costs one batched target call on
-``n (g + 1)`` states plus ``g`` sequential draft steps (plus the frozen drafter's extra call).
-Acceptance by position is an exponentially weighted average per chain; call and draft costs are
-fitted online (time = a + b * states for the target, an average for a draft step). Each round
-takes the ``g`` in ``0 .. max_draft_length`` with the most expected steps per second; ``g = 0``
-is a plain target step, chosen when speculation does not pay. Rounds stay exact for any ``g``
-chosen from the past, so the whole run keeps the target chain's law.
+A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round with draft length
+``g`` advances ``n (1 + sum_{i<=g} S_i)`` chain-steps on average, ``S_i = P(tau >= i)``, and costs
+
+    T_spec(g) = calls(g) a + b n (g + 1) + g d + o0 + o1 g          (G1)
+
+seconds: ``calls(g)`` batched target calls (two for the frozen drafter), each costing
+``a + b * states`` (latency plus per-state time), ``g`` sequential draft steps of ``d`` seconds and
+the engine's own time ``o0 + o1 g``. A burst of plain steps advances ``n`` chain-steps per
+
+    T_plain = a + b n + p0                                         (G2)
+
+seconds, ``p0`` being the engine's own time per plain step. The policy picks the ``g`` in
+``0 .. max_draft_length`` with the largest goodput ``steps / time``; ``g = 0`` runs plain steps in
+a tight loop. All the quantities are measured online:
+
+* ``S_i = prod_{j<=i} q_j`` with the conditional acceptances ``q_j = P(tau >= j | tau >= j - 1)``
+  estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
+  drafted lately fall back on the previous position's ``q`` through a pseudo-count;
+* ``a, b`` by decaying least squares on every target call (G4), ``o0, o1`` likewise on every
+  speculative round's engine time, ``d`` and ``p0`` as decaying means.
+
+While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
+spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
+costs at most that share of the run. Every round stays exact for any ``g`` chosen from the past,
+and plain steps are exact, so the whole run keeps the target chain's law.
 """
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import numpy as np
 
-__all__ = ["AdaptiveDraftLength"]
+__all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "survival", "goodput"]
+
+MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
+_PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
+_PSEUDO_COUNT = 1.0  # weight of q_{j-1} in the estimate of q_j (G3)
+_CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
 
 
 def _positive(instance, attribute, value):
@@ -34,100 +58,222 @@ class AdaptiveDraftLength:
 
     Args:
         max_draft_length: Largest draft length considered.
-        initial_draft_length: Draft length of the first rounds, before costs are measured.
-        decay: Weight of the past in the running averages (acceptance and costs).
-        explore_every: While plain steps win (``g = 0``), try ``g = 1`` once every this many
-            rounds so that acceptance estimates stay current.
+        initial_draft_length: Draft length of the first round, before acceptance is measured
+            (clipped to ``max_draft_length``).
+        decay: Weight of the past, per speculative round, in the acceptance counts.
+        cost_decay: Weight of the past, per observation, in the cost fits.
+        explore_share: While plain steps win, the share of time that speculative rounds at the
+            best draft length may lose (G5), so that acceptance estimates stay current.
     """
 
     max_draft_length: int = attrs.field(default=16, validator=_positive)
-    initial_draft_length: int = attrs.field(default=4, validator=_positive)
+    initial_draft_length: int = attrs.field(default=8, validator=_positive)
     decay: float = attrs.field(default=0.9, validator=_unit)
-    explore_every: int = attrs.field(default=25, validator=_positive)
+    cost_decay: float = attrs.field(default=0.98, validator=_unit)
+    explore_share: float = attrs.field(default=0.01, validator=_unit)
 
     def start(self, num_chains: int) -> "AdaptiveState":
         """Fresh per-run state."""
         return AdaptiveState(self, num_chains)
 
 
+class DecayedFit:
+    """Decaying least squares ``y ~ c0 u + c1 v`` with non-negative coefficients (G4).
+
+    Args:
+        decay: Weight of the past per observation.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.uu = self.uv = self.vv = self.uy = self.vy = 0.0
+        self.count = 0
+        self.coefficients = (0.0, 0.0)
+
+    def predict(self, u: float, v: float) -> float:
+        """``c0 u + c1 v``."""
+        return self.coefficients[0] * u + self.coefficients[1] * v
+
+    def add(self, u: float, v: float, y: float) -> None:
+        """Fold in one observation (clipped at ``_CLIP`` times the prediction) and refit."""
+        if self.count >= 3:
+            y = min(y, _CLIP * max(self.predict(u, v), 1e-9))
+        k = self.decay
+        self.uu = k * self.uu + u * u
+        self.uv = k * self.uv + u * v
+        self.vv = k * self.vv + v * v
+        self.uy = k * self.uy + u * y
+        self.vy = k * self.vy + v * y
+        self.count += 1
+        self.coefficients = _solve_non_negative(self.uu, self.uv, self.vv, self.uy, self.vy)
+
+
+def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
+    """Normal equations of a two-feature fit, falling back to one feature when singular or < 0."""
+    det = uu * vv - uv * uv
+    if det > 1e-9 * uu * vv:
+        c0, c1 = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
+        if c0 >= 0.0 and c1 >= 0.0:
+            return c0, c1
+    only_u = max(uy / uu, 0.0) if uu > 0 else 0.0  # c1 = 0: the first feature alone
+    only_v = max(vy / vv, 0.0) if vv > 0 else 0.0  # c0 = 0: the second feature alone
+    # the better one-feature fit explains more: c^2 x'x (the projection's squared norm)
+    if det > 1e-9 * uu * vv and only_v * only_v * vv > only_u * only_u * uu:
+        return 0.0, only_v
+    return only_u, 0.0
+
+
+def survival(hits: np.ndarray, at_risk: np.ndarray) -> np.ndarray:
+    """``S_i = P(tau >= i)``, i = 1..G, from decayed counts (G3).
+
+    ``q_j = (hits_j + k q_{j-1}) / (at_risk_j + k)``: the Kaplan-Meier conditional acceptance,
+    shrunk towards the previous position's by ``k`` pseudo-counts (so undrafted positions
+    extrapolate the last measured one), and ``S_i = prod_{j<=i} q_j``.
+
+    Args:
+        hits: ``[j-1]`` = decayed count of chain-rounds that accepted position j.
+        at_risk: ``[j-1]`` = decayed count of chain-rounds that drafted position j and accepted
+            every position before it.
+    """
+    q = np.empty(len(hits))
+    previous = _PRIOR_ACCEPTANCE
+    for j in range(len(hits)):  # G entries: a short loop
+        previous = (hits[j] + _PSEUDO_COUNT * previous) / (at_risk[j] + _PSEUDO_COUNT)
+        q[j] = previous
+    return np.cumprod(q)
+
+
+def goodput(survive: np.ndarray, n: int, a: float, b: float, d: float, o0: float, o1: float,
+            frozen: bool) -> np.ndarray:
+    """Chain-steps per second of a speculative round for g = 1..G (G1)."""
+    g = np.arange(1, len(survive) + 1)
+    steps = n * (1.0 + np.cumsum(survive))
+    calls = 2.0 if frozen else 1.0
+    time = calls * a + b * n * (g + 1) + g * d + o0 + o1 * g
+    return steps / np.maximum(time, 1e-12)
+
+
 class AdaptiveState:
-    """The running estimates of one run."""
+    """The running estimates and decisions of one run.
+
+    The sampler asks :meth:`choose` before each round: ``(g, burst)`` with ``g >= 1`` for a
+    speculative round, or ``g = 0`` for ``burst`` plain steps; it reports speculative rounds to
+    :meth:`update` and plain bursts to :meth:`update_plain`.
+    """
 
     def __init__(self, config: AdaptiveDraftLength, num_chains: int):
         self.config = config
-        g = config.max_draft_length
-        # P(tau >= i) per chain and position: a decaying weighted mean with one pseudo-observation
-        # of 1/2 as its prior, so that the first real rounds dominate quickly.
-        self.hits = np.full((num_chains, g), 0.5)
-        self.weights = np.ones((num_chains, g))
-        self.calls: list[tuple[int, float]] = []  # (states evaluated, seconds) of target calls
-        self.draft_step_time = None
-        self.overhead_time = 0.0  # engine time per round outside kernel calls (median)
-        self.overheads: list[float] = []
+        size = config.max_draft_length
+        self.hits = np.zeros(size)  # decayed counts, pooled over chains (G3)
+        self.at_risk = np.zeros(size)
+        self.positions = np.arange(1, size + 1)
+        self.calls = DecayedFit(config.cost_decay)  # time = a calls + b states (G4)
+        self.engine = DecayedFit(config.cost_decay)  # time = o0 + o1 width
+        self.draft_step_time = 0.0  # d
+        self.plain_engine_time = 0.0  # p0: stays 0 (optimistic for plain) until measured
+        self.plain_measured = False
         self.rounds = 0
-        self.plain_streak = 0
-        self.last = config.initial_draft_length
+        self.frozen = False
+        self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
+        self.last = min(config.initial_draft_length, size)
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def rates(self, n: int, frozen: bool) -> tuple[float, np.ndarray]:
+        """Predicted chain-steps per second: plain (G2) and speculative for g = 1..G (G1)."""
+        a, b = self.calls.coefficients
+        o0, o1 = self.engine.coefficients
+        plain = n / max(a + b * n + self.plain_engine_time, 1e-12)
+        survive = survival(self.hits, self.at_risk)
+        return plain, goodput(survive, n, a, b, self.draft_step_time, o0, o1, frozen)
+
+    def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
+        """The next action for ``n`` chains with at most ``remaining`` steps left.
+
+        Returns:
+            ``(g, burst)``: a speculative round with draft length ``g >= 1``, or ``g = 0`` and
+            ``burst`` plain steps.
+        """
+        self.frozen = frozen
+        limit = min(self.config.max_draft_length, remaining - 1)  # tau + 1 <= remaining
+        if limit < 1:
+            return 0, 1
+        if self.rounds == 0:
+            return min(self.last, limit), 0
+        plain, spec = self.rates(n, frozen)
+        spec = spec[:limit]
+        best = int(np.argmax(spec))
+        if spec[best] > plain:
+            self.last = best + 1
+            return best + 1, 0
+        # plain wins: explore at the best g once the plain time pays for its loss (G5)
+        steps = self._expected_steps(best + 1, n)
+        loss = steps * (1.0 / spec[best] - 1.0 / plain)  # seconds lost by one round at best g
+        if not self.plain_measured:
+            return 0, 2  # measure plain steps first
+        if self.config.explore_share * self.plain_time_since_round >= loss:
+            self.last = best + 1
+            return best + 1, 0
+        wanted = loss / self.config.explore_share - self.plain_time_since_round
+        burst = math.ceil(wanted * plain / n)  # plain steps until the budget is met
+        return 0, int(min(max(burst, 1), MAX_PLAIN_BURST))
+
+    def _expected_steps(self, g: int, n: int) -> float:
+        survive = survival(self.hits, self.at_risk)
+        return n * (1.0 + float(survive[:g].sum()))
+
+    # -- measurements ------------------------------------------------------------------------
 
     def update(self, chains, tau, lengths, call_states, call_time, draft_time, draft_steps,
                round_time):
-        """Fold one round's outcome into the estimates."""
-        decay = self.config.decay
-        if self.rounds > 0:  # the first round pays one-off costs (compilation, caches)
-            self.overheads.append(max(round_time - call_time - draft_time, 0.0))
-            self.overheads = self.overheads[-16:]
-            self.overhead_time = float(np.median(self.overheads))  # robust to hiccups
-        for i in range(int(lengths.max(initial=0))):
-            drafted = lengths > i
-            rows = chains[drafted]
-            hit = (tau[drafted] > i).astype(float)
-            self.hits[rows, i] = decay * self.hits[rows, i] + hit
-            self.weights[rows, i] = decay * self.weights[rows, i] + 1.0
+        """Fold one speculative round's outcome into the estimates.
+
+        Args:
+            chains: The round's chain indices (unused: counts are pooled over chains).
+            tau: Accepted lengths per chain.
+            lengths: Drafted lengths per chain.
+            call_states: States evaluated by the target in the round.
+            call_time: Seconds in target calls.
+            draft_time: Seconds in draft steps.
+            draft_steps: Sequential draft steps (the round's width).
+            round_time: Seconds for the whole round.
+        """
+        k = self.config.decay
+        tau = np.asarray(tau)
+        lengths = np.asarray(lengths)
+        drafted = lengths[:, None] >= self.positions  # drafted position j
+        reached = tau[:, None] >= self.positions - 1  # accepted every position before j
+        self.at_risk = k * self.at_risk + (drafted & reached).sum(axis=0)
+        self.hits = k * self.hits + (tau[:, None] >= self.positions).sum(axis=0)
+        calls = 1.0 + (1.0 if self.frozen and draft_steps > 0 else 0.0)
         if call_states > 0:
-            self.calls.append((int(call_states), float(call_time)))
-            self.calls = self.calls[-64:]
+            self.calls.add(calls, float(call_states), float(call_time))
         if draft_steps > 0:
             per_step = draft_time / draft_steps
-            self.draft_step_time = per_step if self.draft_step_time is None else (
-                decay * self.draft_step_time + (1 - decay) * per_step)
+            c = self.config.cost_decay
+            self.draft_step_time = per_step if self.rounds == 0 else (
+                c * self.draft_step_time + (1 - c) * per_step)
+        if self.rounds > 0:  # the first round pays one-off costs (allocations, caches)
+            self.engine.add(1.0, float(draft_steps),
+                            max(round_time - call_time - draft_time, 0.0))
         self.rounds += 1
+        self.plain_time_since_round = 0.0
 
-    def _call_cost(self):
-        """Fitted (a, b) of time = a + b * states; b >= 0, a >= 0."""
-        states = np.array([c[0] for c in self.calls], dtype=float)
-        times = np.array([c[1] for c in self.calls], dtype=float)
-        if len(np.unique(states)) < 2:
-            return 0.0, float(times.mean() / states.mean())  # assume cost grows with the batch
-        slope, intercept = np.polyfit(states, times, 1)
-        slope = max(slope, 0.0)
-        return max(intercept, 0.0), slope
+    def update_plain(self, n: int, steps: int, call_time: float, burst_time: float) -> None:
+        """Fold in a burst of ``steps`` plain steps of ``n`` chains.
 
-    def choose(self, chains: np.ndarray, frozen: bool) -> int:
-        """The draft length of the next round for these chains."""
-        if not self.calls or self.rounds < 2:
-            return self.last
-        a, b = self._call_cost()
-        draft = self.draft_step_time or 0.0
-        n = len(chains)
-        estimate = self.hits[chains] / self.weights[chains]
-        observed = self.weights[chains] > 1.5  # at least one real observation
-        accepted = estimate.copy()
-        for i in range(1, accepted.shape[1]):  # monotone; untried positions extrapolate
-            accepted[:, i] = np.where(observed[:, i],
-                                      np.minimum(estimate[:, i], accepted[:, i - 1]),
-                                      accepted[:, i - 1] * accepted[:, 0])
-        cumulative = np.cumsum(accepted, axis=1).sum(axis=0)  # sum_b sum_{i<=g} P(tau >= i)
-        fixed = a + self.overhead_time
-        best_g, best_rate = 0, n / (fixed + b * n)  # plain: n steps per call on n states
-        for g in range(1, self.config.max_draft_length + 1):
-            steps = n + cumulative[g - 1]
-            cost = fixed + b * n * (g + 1) + g * draft + ((a + b * n) if frozen else 0.0)
-            if steps / cost > best_rate:
-                best_g, best_rate = g, steps / cost
-        if best_g == 0:
-            self.plain_streak += 1
-            if self.plain_streak % self.config.explore_every == 0:
-                best_g = 1  # look again: acceptance may have changed
-        else:
-            self.plain_streak = 0
-        self.last = best_g
-        return best_g
+        Args:
+            n: Chains stepped.
+            steps: Plain steps taken (one target call each).
+            call_time: Seconds in target calls.
+            burst_time: Seconds for the whole burst.
+        """
+        per_call = call_time / steps
+        for _ in range(min(steps, 4)):  # a few equal observations: the mean call of the burst
+            self.calls.add(1.0, float(n), per_call)
+        engine = max(burst_time - call_time, 0.0) / steps
+        c = self.config.cost_decay
+        self.plain_engine_time = engine if not self.plain_measured else (
+            c * self.plain_engine_time + (1 - c) * engine)
+        self.plain_measured = True
+        self.plain_time_since_round += burst_time
