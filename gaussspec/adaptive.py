@@ -34,11 +34,10 @@ import math
 import attrs
 import numpy as np
 
-__all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "survival", "goodput"]
+__all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "survival", "round_counts", "goodput"]
 
 MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
-_PSEUDO_COUNT = 1.0  # weight of q_{j-1} in the estimate of q_j (G3)
 _CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
 
 
@@ -82,10 +81,12 @@ class DecayedFit:
 
     Args:
         decay: Weight of the past per observation.
+        split: When the two features are not yet told apart (every observation at one ratio
+            ``v / u``), split the mean evenly between them instead of giving it all to ``u``.
     """
 
-    def __init__(self, decay: float):
-        self.decay = decay
+    def __init__(self, decay: float, split: bool = False):
+        self.decay, self.split = decay, split
         self.uu = self.uv = self.vv = self.uy = self.vy = 0.0
         self.count = 0
         self.coefficients = (0.0, 0.0)
@@ -105,12 +106,15 @@ class DecayedFit:
         self.uy = k * self.uy + u * y
         self.vy = k * self.vy + v * y
         self.count += 1
-        self.coefficients = _solve_non_negative(self.uu, self.uv, self.vv, self.uy, self.vy)
+        self.coefficients = _solve_non_negative(self.uu, self.uv, self.vv, self.uy, self.vy,
+                                                self.split)
 
 
-def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
+def _solve_non_negative(uu, uv, vv, uy, vy, split=False) -> tuple[float, float]:
     """Normal equations of a two-feature fit, falling back to one feature when singular or < 0."""
     det = uu * vv - uv * uv
+    if split and det <= 1e-9 * uu * vv and uv > 0:  # y = c0 u + c1 v with c0 u = c1 v
+        return 0.5 * uy / uu, 0.5 * uy / uv
     if det > 1e-9 * uu * vv:
         c0, c1 = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
         if c0 >= 0.0 and c1 >= 0.0:
@@ -123,34 +127,52 @@ def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
     return only_u, 0.0
 
 
-def survival(hits: np.ndarray, at_risk: np.ndarray) -> np.ndarray:
+def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> np.ndarray:
     """``S_i = P(tau >= i)``, i = 1..G, from decayed counts (G3).
 
     ``q_j = (hits_j + k q_{j-1}) / (at_risk_j + k)``: the Kaplan-Meier conditional acceptance,
-    shrunk towards the previous position's by ``k`` pseudo-counts (so undrafted positions
-    extrapolate the last measured one), and ``S_i = prod_{j<=i} q_j``.
+    shrunk towards the previous position's by ``k`` pseudo-counts (so positions not drafted lately
+    extrapolate the last measured one), and ``S_i = prod_{j<=i} q_j``; ``q_1`` is shrunk towards
+    1/2 by a single pseudo-count.
 
     Args:
         hits: ``[j-1]`` = decayed count of chain-rounds that accepted position j.
         at_risk: ``[j-1]`` = decayed count of chain-rounds that drafted position j and accepted
             every position before it.
+        pseudo_count: k.
     """
-    q = np.empty(len(hits))
-    previous = _PRIOR_ACCEPTANCE
-    for j in range(len(hits)):  # G entries: a short loop
-        previous = (hits[j] + _PSEUDO_COUNT * previous) / (at_risk[j] + _PSEUDO_COUNT)
-        q[j] = previous
-    return np.cumprod(q)
+    out, q, product, k = [], _PRIOR_ACCEPTANCE, 1.0, 1.0  # q_1: one pseudo-count of the prior
+    for hit, risk in zip(hits.tolist(), at_risk.tolist()):  # G entries: plain floats are fastest
+        q = (hit + k * q) / (risk + k)
+        k = pseudo_count
+        product *= q
+        out.append(product)
+    return np.array(out)
+
+
+def round_counts(tau: np.ndarray, lengths: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One round's (hits, at_risk) by position 1..size (G3).
+
+    ``hits_j = #(tau >= j)``; ``at_risk_j = #(lengths >= j and tau >= j - 1)``, which is
+    ``#(tau >= j - 1)`` less the chains that accepted all ``lengths = j - 1`` drafts.
+    """
+    at_least = np.cumsum(np.bincount(tau, minlength=size + 1)[::-1])[::-1]  # #(tau >= j), j=0..G
+    complete = np.bincount(tau[tau == lengths], minlength=size + 1)
+    return at_least[1:size + 1], at_least[:size] - complete[:size]
 
 
 def goodput(survive: np.ndarray, n: int, a: float, b: float, d: float, o0: float, o1: float,
-            frozen: bool) -> np.ndarray:
-    """Chain-steps per second of a speculative round for g = 1..G (G1)."""
+            frozen: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Expected chain-steps and seconds of a speculative round for g = 1..G (G1).
+
+    Returns:
+        ``(steps, seconds)``: ``n (1 + sum_{i<=g} S_i)`` and ``T_spec(g)``.
+    """
     g = np.arange(1, len(survive) + 1)
     steps = n * (1.0 + np.cumsum(survive))
     calls = 2.0 if frozen else 1.0
-    time = calls * a + b * n * (g + 1) + g * d + o0 + o1 * g
-    return steps / np.maximum(time, 1e-12)
+    seconds = calls * a + b * n * (g + 1) + g * d + o0 + o1 * g
+    return steps, np.maximum(seconds, 1e-12)
 
 
 class AdaptiveState:
@@ -166,9 +188,9 @@ class AdaptiveState:
         size = config.max_draft_length
         self.hits = np.zeros(size)  # decayed counts, pooled over chains (G3)
         self.at_risk = np.zeros(size)
-        self.positions = np.arange(1, size + 1)
+        self.pseudo_count = float(num_chains)  # one round's worth of q_{j-1} in q_j (G3)
         self.calls = DecayedFit(config.cost_decay)  # time = a calls + b states (G4)
-        self.engine = DecayedFit(config.cost_decay)  # time = o0 + o1 width
+        self.engine = DecayedFit(config.cost_decay, split=True)  # time = o0 + o1 width
         self.draft_step_time = 0.0  # d
         self.plain_engine_time = 0.0  # p0: stays 0 (optimistic for plain) until measured
         self.plain_measured = False
@@ -179,13 +201,14 @@ class AdaptiveState:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def rates(self, n: int, frozen: bool) -> tuple[float, np.ndarray]:
-        """Predicted chain-steps per second: plain (G2) and speculative for g = 1..G (G1)."""
+    def rates(self, n: int, frozen: bool) -> tuple[float, np.ndarray, np.ndarray]:
+        """Plain chain-steps per second (G2), and speculative steps and seconds for g = 1..G (G1)."""
         a, b = self.calls.coefficients
         o0, o1 = self.engine.coefficients
         plain = n / max(a + b * n + self.plain_engine_time, 1e-12)
-        survive = survival(self.hits, self.at_risk)
-        return plain, goodput(survive, n, a, b, self.draft_step_time, o0, o1, frozen)
+        survive = survival(self.hits, self.at_risk, self.pseudo_count)
+        steps, seconds = goodput(survive, n, a, b, self.draft_step_time, o0, o1, frozen)
+        return plain, steps, seconds
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
@@ -200,27 +223,23 @@ class AdaptiveState:
             return 0, 1
         if self.rounds == 0:
             return min(self.last, limit), 0
-        plain, spec = self.rates(n, frozen)
-        spec = spec[:limit]
+        plain, steps, seconds = self.rates(n, frozen)
+        spec = steps[:limit] / seconds[:limit]
         best = int(np.argmax(spec))
         if spec[best] > plain:
             self.last = best + 1
             return best + 1, 0
-        # plain wins: explore at the best g once the plain time pays for its loss (G5)
-        steps = self._expected_steps(best + 1, n)
-        loss = steps * (1.0 / spec[best] - 1.0 / plain)  # seconds lost by one round at best g
         if not self.plain_measured:
-            return 0, 2  # measure plain steps first
-        if self.config.explore_share * self.plain_time_since_round >= loss:
+            return 0, 2  # plain priced optimistically (p0 = 0) wins: measure it
+        # plain wins: explore at the best g once the plain time pays for its loss (G5)
+        loss = seconds[best] - steps[best] / plain  # seconds one round at the best g loses
+        share = self.config.explore_share
+        if share * self.plain_time_since_round >= loss:
             self.last = best + 1
             return best + 1, 0
-        wanted = loss / self.config.explore_share - self.plain_time_since_round
+        wanted = loss / share - self.plain_time_since_round
         burst = math.ceil(wanted * plain / n)  # plain steps until the budget is met
         return 0, int(min(max(burst, 1), MAX_PLAIN_BURST))
-
-    def _expected_steps(self, g: int, n: int) -> float:
-        survive = survival(self.hits, self.at_risk)
-        return n * (1.0 + float(survive[:g].sum()))
 
     # -- measurements ------------------------------------------------------------------------
 
@@ -239,12 +258,9 @@ class AdaptiveState:
             round_time: Seconds for the whole round.
         """
         k = self.config.decay
-        tau = np.asarray(tau)
-        lengths = np.asarray(lengths)
-        drafted = lengths[:, None] >= self.positions  # drafted position j
-        reached = tau[:, None] >= self.positions - 1  # accepted every position before j
-        self.at_risk = k * self.at_risk + (drafted & reached).sum(axis=0)
-        self.hits = k * self.hits + (tau[:, None] >= self.positions).sum(axis=0)
+        hits, at_risk = round_counts(np.asarray(tau), np.asarray(lengths), len(self.hits))
+        self.hits = k * self.hits + hits
+        self.at_risk = k * self.at_risk + at_risk
         calls = 1.0 + (1.0 if self.frozen and draft_steps > 0 else 0.0)
         if call_states > 0:
             self.calls.add(calls, float(call_states), float(call_time))
@@ -253,9 +269,7 @@ class AdaptiveState:
             c = self.config.cost_decay
             self.draft_step_time = per_step if self.rounds == 0 else (
                 c * self.draft_step_time + (1 - c) * per_step)
-        if self.rounds > 0:  # the first round pays one-off costs (allocations, caches)
-            self.engine.add(1.0, float(draft_steps),
-                            max(round_time - call_time - draft_time, 0.0))
+        self.engine.add(1.0, float(draft_steps), max(round_time - call_time - draft_time, 0.0))
         self.rounds += 1
         self.plain_time_since_round = 0.0
 

@@ -499,8 +499,8 @@ class _Run:
             True if plain steps were taken, False if the next action is a speculative round
             (its draft length is left in ``self.round_gamma``).
         """
-        remaining = self.num_steps - self.t[active]
         active_np = active.cpu().numpy()
+        remaining = self.num_steps - self.t.cpu().numpy()[active_np]
         if self.drafter.source == "free" and not self.has_cache[active_np].all():
             gamma, burst = 0, 1  # a free drafter has nothing to draft from yet: one plain step
         else:
