@@ -69,7 +69,7 @@ class AdaptiveDraftLength:
     initial_draft_length: int = attrs.field(default=8, validator=_positive)
     decay: float = attrs.field(default=0.9, validator=_unit)
     cost_decay: float = attrs.field(default=0.98, validator=_unit)
-    explore_share: float = attrs.field(default=0.01, validator=_unit)
+    explore_share: float = attrs.field(default=0.005, validator=_unit)
 
     def start(self, num_chains: int) -> "AdaptiveState":
         """Fresh per-run state."""
@@ -127,7 +127,7 @@ def _solve_non_negative(uu, uv, vv, uy, vy, split=False) -> tuple[float, float]:
     return only_u, 0.0
 
 
-def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> np.ndarray:
+def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> list:
     """``S_i = P(tau >= i)``, i = 1..G, from decayed counts (G3).
 
     ``q_j = (hits_j + k q_{j-1}) / (at_risk_j + k)``: the Kaplan-Meier conditional acceptance,
@@ -147,7 +147,7 @@ def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> np.n
         k = pseudo_count
         product *= q
         out.append(product)
-    return np.array(out)
+    return out
 
 
 def round_counts(tau: np.ndarray, lengths: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,18 +161,23 @@ def round_counts(tau: np.ndarray, lengths: np.ndarray, size: int) -> tuple[np.nd
     return at_least[1:size + 1], at_least[:size] - complete[:size]
 
 
-def goodput(survive: np.ndarray, n: int, a: float, b: float, d: float, o0: float, o1: float,
-            frozen: bool) -> tuple[np.ndarray, np.ndarray]:
+def goodput(survive, n: int, a: float, b: float, d: float, o0: float, o1: float,
+            frozen: bool) -> tuple[list, list]:
     """Expected chain-steps and seconds of a speculative round for g = 1..G (G1).
+
+    Plain Python floats: G is small, and this runs before every round.
 
     Returns:
         ``(steps, seconds)``: ``n (1 + sum_{i<=g} S_i)`` and ``T_spec(g)``.
     """
-    g = np.arange(1, len(survive) + 1)
-    steps = n * (1.0 + np.cumsum(survive))
-    calls = 2.0 if frozen else 1.0
-    seconds = calls * a + b * n * (g + 1) + g * d + o0 + o1 * g
-    return steps, np.maximum(seconds, 1e-12)
+    fixed = (2.0 if frozen else 1.0) * a + b * n + o0  # calls * a, position 0's state, o0
+    per_position = b * n + d + o1
+    steps, seconds, total = [], [], 1.0
+    for g, s in enumerate(survive, start=1):
+        total += s
+        steps.append(n * total)
+        seconds.append(max(fixed + per_position * g, 1e-12))
+    return steps, seconds
 
 
 class AdaptiveState:
@@ -201,7 +206,7 @@ class AdaptiveState:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def rates(self, n: int, frozen: bool) -> tuple[float, np.ndarray, np.ndarray]:
+    def rates(self, n: int, frozen: bool) -> tuple[float, list, list]:
         """Plain chain-steps per second (G2), and speculative steps and seconds for g = 1..G (G1)."""
         a, b = self.calls.coefficients
         o0, o1 = self.engine.coefficients
@@ -224,8 +229,8 @@ class AdaptiveState:
         if self.rounds == 0:
             return min(self.last, limit), 0
         plain, steps, seconds = self.rates(n, frozen)
-        spec = steps[:limit] / seconds[:limit]
-        best = int(np.argmax(spec))
+        spec = [s / t for s, t in zip(steps[:limit], seconds[:limit])]
+        best = max(range(limit), key=spec.__getitem__)
         if spec[best] > plain:
             self.last = best + 1
             return best + 1, 0

@@ -22,7 +22,7 @@ def test_survival_is_kaplan_meier_and_extrapolates_untried_positions():
     reach = 10000 * q ** np.arange(3)  # tau >= j - 1
     hits = np.array([*(reach * q), 0.0, 0.0])
     at_risk = np.array([*reach, 0.0, 0.0])
-    survive = adaptive.survival(hits, at_risk, pseudo_count=8.0)
+    survive = np.array(adaptive.survival(hits, at_risk, pseudo_count=8.0))
     np.testing.assert_allclose(survive[:3], q ** np.arange(1, 4), rtol=1e-3)
     np.testing.assert_allclose(survive[3:] / survive[2:4], q, rtol=1e-3)  # q_j = q_{j-1}
     assert adaptive.survival(np.zeros(2), np.zeros(2), 8.0)[0] == 0.5  # the prior
@@ -53,7 +53,7 @@ def test_goodput_is_steps_over_seconds_of_equation_g1():
     np.testing.assert_allclose(seconds, [1.0 + 0.1 * 4 * 2 + 0.5 + 0.2 + 0.05,
                                          1.0 + 0.1 * 4 * 3 + 1.0 + 0.2 + 0.1])
     _, frozen = adaptive.goodput(survive, 4, 1.0, 0.1, 0.5, 0.2, 0.05, frozen=True)
-    np.testing.assert_allclose(frozen - seconds, 1.0)  # the frozen drafter's second call
+    np.testing.assert_allclose(np.subtract(frozen, seconds), 1.0)  # the frozen second call
 
 
 def feed(state, tau, g, call, draft_step, engine, n=8, rounds=20):
