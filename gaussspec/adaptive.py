@@ -91,6 +91,11 @@ class DecayedFit:
         self.count = 0
         self.coefficients = (0.0, 0.0)
 
+    @property
+    def identified(self) -> bool:
+        """Whether the observations tell the two features apart (not all at one ratio)."""
+        return self.uu * self.vv - self.uv * self.uv > 1e-9 * self.uu * self.vv
+
     def predict(self, u: float, v: float) -> float:
         """``c0 u + c1 v``."""
         return self.coefficients[0] * u + self.coefficients[1] * v
@@ -232,6 +237,8 @@ class AdaptiveState:
         spec = [s / t for s, t in zip(steps[:limit], seconds[:limit])]
         best = max(range(limit), key=spec.__getitem__)
         if spec[best] > plain:
+            if best + 1 == self.last and not self.calls.identified:
+                return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = best + 1
             return best + 1, 0
         if not self.plain_measured:

@@ -51,8 +51,18 @@ def test_adaptive_goes_plain_when_drafts_are_useless():
     assert stats.rounds > 0.8 * 150
 
 
+class SlowCallOU(chains.OrnsteinUhlenbeckKernel):
+    """An OU target whose evaluation costs 2 ms whatever the batch (latency-bound, like a GPU)."""
+
+    def evaluate(self, x, t):
+        time.sleep(0.002)
+        return super().evaluate(x, t)
+
+
 def test_adaptive_drafts_long_when_drafts_are_perfect():
-    target = CostlyOU(dimension=2, num_steps=150)
+    """Latency-bound target, perfect drafts: long drafts. (On CostlyOU, which costs 1 ms per
+    state, a round of g perfect drafts costs what its g + 1 plain steps cost, and plain wins.)"""
+    target = SlowCallOU(dimension=2, num_steps=150)
     perfect = gs.KernelDrafter(chains.OrnsteinUhlenbeckKernel(dimension=2, num_steps=150))
     policy = gs.AdaptiveDraftLength(max_draft_length=8)
     stats = gs.SpeculativeSampler(target, perfect, policy).sample(

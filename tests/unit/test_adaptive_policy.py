@@ -73,6 +73,18 @@ def test_policy_drafts_long_when_calls_are_expensive_and_drafts_good():
     assert state.choose(8, False, 1) == (0, 1)
 
 
+def test_policy_tells_latency_from_per_state_cost_before_repeating_a_draft_length():
+    state = gs.AdaptiveDraftLength(max_draft_length=8, initial_draft_length=8).start(8)
+    assert state.choose(8, False, 400) == (8, 0)
+    feed(state, np.full(8, 8), 8, call=0.018, draft_step=2e-4, engine=1e-3, rounds=1)
+    assert not state.calls.identified
+    assert state.choose(8, False, 400) == (0, 1)  # g = 8 again would teach nothing: a plain step
+    state.update_plain(8, 1, 0.002, 0.0022)  # 8 states: 2 ms; 72 states: 18 ms (per-state cost)
+    assert state.calls.identified
+    np.testing.assert_allclose(state.calls.coefficients, (0.0, 0.018 / 72), atol=1e-9)
+    assert state.choose(8, False, 400)[0] == 0  # plain wins on a throughput-bound target
+
+
 def test_policy_goes_plain_then_explores_within_its_budget():
     state = gs.AdaptiveDraftLength(max_draft_length=8, explore_share=0.01).start(8)
     feed(state, np.zeros(8, dtype=int), 2, call=0.002, draft_step=2e-4, engine=1e-3)
