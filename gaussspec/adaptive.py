@@ -3,11 +3,12 @@
 A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round with draft length
 ``g`` advances ``n (1 + sum_{i<=g} S_i)`` chain-steps on average, ``S_i = P(tau >= i)``, and costs
 
-    T_spec(g) = calls(g) a + b n (g + 1) + g d + o0 + o1 g          (G1)
+    T_spec(g) = calls(g) a + b n (g + 1) + o0 + d g                 (G1)
 
 seconds: ``calls(g)`` batched target calls (two for the frozen drafter), each costing
-``a + b * states`` (latency plus per-state time), ``g`` sequential draft steps of ``d`` seconds and
-the engine's own time ``o0 + o1 g``. A burst of plain steps advances ``n`` chain-steps per
+``a + b * states`` (latency plus per-state time), the engine's own time per round ``o0`` and ``g``
+sequential drafting steps of ``d`` seconds (the draft call and the engine's work per position). A
+burst of plain steps advances ``n`` chain-steps per
 
     T_plain = a + b n + p0                                         (G2)
 
@@ -18,8 +19,9 @@ a tight loop. All the quantities are measured online:
 * ``S_i = prod_{j<=i} q_j`` with the conditional acceptances ``q_j = P(tau >= j | tau >= j - 1)``
   estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
   drafted lately fall back on the previous position's ``q`` through a pseudo-count;
-* ``a, b`` by decaying least squares on every target call (G4), ``o0, o1`` likewise on every
-  speculative round's engine time, ``d`` and ``p0`` as decaying means.
+* ``a, b`` by decaying least squares on every target call (G4); ``d`` from the timed drafting
+  phase of each round (so it needs no spread of draft lengths), ``o0`` from the rest of the
+  round, ``p0`` from plain bursts, as decaying means.
 
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
@@ -34,7 +36,8 @@ import math
 import attrs
 import numpy as np
 
-__all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "survival", "round_counts", "goodput"]
+__all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "DecayedMean", "survival",
+           "round_counts", "goodput"]
 
 MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
@@ -76,17 +79,37 @@ class AdaptiveDraftLength:
         return AdaptiveState(self, num_chains)
 
 
+class DecayedMean:
+    """A decaying average that weighs its first observations fully (no start-up bias).
+
+    Args:
+        decay: Weight of the past per observation.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.total = self.weight = self.value = 0.0
+        self.count = 0
+
+    def add(self, y: float) -> None:
+        """Fold in one observation, clipped at ``_CLIP`` times the current mean."""
+        if self.count >= 3:
+            y = min(y, _CLIP * max(self.value, 1e-9))
+        self.total = self.decay * self.total + y
+        self.weight = self.decay * self.weight + 1.0
+        self.value = self.total / self.weight
+        self.count += 1
+
+
 class DecayedFit:
     """Decaying least squares ``y ~ c0 u + c1 v`` with non-negative coefficients (G4).
 
     Args:
         decay: Weight of the past per observation.
-        split: When the two features are not yet told apart (every observation at one ratio
-            ``v / u``), split the mean evenly between them instead of giving it all to ``u``.
     """
 
-    def __init__(self, decay: float, split: bool = False):
-        self.decay, self.split = decay, split
+    def __init__(self, decay: float):
+        self.decay = decay
         self.uu = self.uv = self.vv = self.uy = self.vy = 0.0
         self.count = 0
         self.coefficients = (0.0, 0.0)
@@ -111,15 +134,12 @@ class DecayedFit:
         self.uy = k * self.uy + u * y
         self.vy = k * self.vy + v * y
         self.count += 1
-        self.coefficients = _solve_non_negative(self.uu, self.uv, self.vv, self.uy, self.vy,
-                                                self.split)
+        self.coefficients = _solve_non_negative(self.uu, self.uv, self.vv, self.uy, self.vy)
 
 
-def _solve_non_negative(uu, uv, vv, uy, vy, split=False) -> tuple[float, float]:
+def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
     """Normal equations of a two-feature fit, falling back to one feature when singular or < 0."""
     det = uu * vv - uv * uv
-    if split and det <= 1e-9 * uu * vv and uv > 0:  # y = c0 u + c1 v with c0 u = c1 v
-        return 0.5 * uy / uu, 0.5 * uy / uv
     if det > 1e-9 * uu * vv:
         c0, c1 = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
         if c0 >= 0.0 and c1 >= 0.0:
@@ -166,7 +186,7 @@ def round_counts(tau: np.ndarray, lengths: np.ndarray, size: int) -> tuple[np.nd
     return at_least[1:size + 1], at_least[:size] - complete[:size]
 
 
-def goodput(survive, n: int, a: float, b: float, d: float, o0: float, o1: float,
+def goodput(survive, n: int, a: float, b: float, o0: float, per_position: float,
             frozen: bool) -> tuple[list, list]:
     """Expected chain-steps and seconds of a speculative round for g = 1..G (G1).
 
@@ -176,12 +196,12 @@ def goodput(survive, n: int, a: float, b: float, d: float, o0: float, o1: float,
         ``(steps, seconds)``: ``n (1 + sum_{i<=g} S_i)`` and ``T_spec(g)``.
     """
     fixed = (2.0 if frozen else 1.0) * a + b * n + o0  # calls * a, position 0's state, o0
-    per_position = b * n + d + o1
+    per_g = b * n + per_position  # the drafted states in the call, one drafting step
     steps, seconds, total = [], [], 1.0
     for g, s in enumerate(survive, start=1):
         total += s
         steps.append(n * total)
-        seconds.append(max(fixed + per_position * g, 1e-12))
+        seconds.append(max(fixed + per_g * g, 1e-12))
     return steps, seconds
 
 
@@ -200,9 +220,9 @@ class AdaptiveState:
         self.at_risk = np.zeros(size)
         self.pseudo_count = float(num_chains)  # one round's worth of q_{j-1} in q_j (G3)
         self.calls = DecayedFit(config.cost_decay)  # time = a calls + b states (G4)
-        self.engine = DecayedFit(config.cost_decay, split=True)  # time = o0 + o1 width
-        self.draft_step_time = 0.0  # d
-        self.plain_engine_time = 0.0  # p0: stays 0 (optimistic for plain) until measured
+        self.drafting = DecayedMean(config.cost_decay)  # d: seconds per drafting step
+        self.engine = DecayedMean(config.cost_decay)  # o0: the rest of a round's engine time
+        self.plain_engine = DecayedMean(config.cost_decay)  # p0: 0 (optimistic) until measured
         self.plain_measured = False
         self.rounds = 0
         self.frozen = False
@@ -214,10 +234,10 @@ class AdaptiveState:
     def rates(self, n: int, frozen: bool) -> tuple[float, list, list]:
         """Plain chain-steps per second (G2), and speculative steps and seconds for g = 1..G (G1)."""
         a, b = self.calls.coefficients
-        o0, o1 = self.engine.coefficients
-        plain = n / max(a + b * n + self.plain_engine_time, 1e-12)
+        plain = n / max(a + b * n + self.plain_engine.value, 1e-12)
         survive = survival(self.hits, self.at_risk, self.pseudo_count)
-        steps, seconds = goodput(survive, n, a, b, self.draft_step_time, o0, o1, frozen)
+        steps, seconds = goodput(survive, n, a, b, self.engine.value, self.drafting.value,
+                                 frozen)
         return plain, steps, seconds
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
@@ -256,7 +276,7 @@ class AdaptiveState:
     # -- measurements ------------------------------------------------------------------------
 
     def update(self, chains, tau, lengths, call_states, call_time, draft_time, draft_steps,
-               round_time):
+               round_time, drafting_time):
         """Fold one speculative round's outcome into the estimates.
 
         Args:
@@ -265,9 +285,11 @@ class AdaptiveState:
             lengths: Drafted lengths per chain.
             call_states: States evaluated by the target in the round.
             call_time: Seconds in target calls.
-            draft_time: Seconds in draft steps.
+            draft_time: Seconds in draft-kernel calls (part of ``drafting_time``).
             draft_steps: Sequential draft steps (the round's width).
             round_time: Seconds for the whole round.
+            drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
+                drafted position; the frozen drafter's target call excluded).
         """
         k = self.config.decay
         hits, at_risk = round_counts(np.asarray(tau), np.asarray(lengths), len(self.hits))
@@ -277,11 +299,8 @@ class AdaptiveState:
         if call_states > 0:
             self.calls.add(calls, float(call_states), float(call_time))
         if draft_steps > 0:
-            per_step = draft_time / draft_steps
-            c = self.config.cost_decay
-            self.draft_step_time = per_step if self.rounds == 0 else (
-                c * self.draft_step_time + (1 - c) * per_step)
-        self.engine.add(1.0, float(draft_steps), max(round_time - call_time - draft_time, 0.0))
+            self.drafting.add(drafting_time / draft_steps)
+        self.engine.add(max(round_time - call_time - drafting_time, 0.0))
         self.rounds += 1
         self.plain_time_since_round = 0.0
 
@@ -297,9 +316,6 @@ class AdaptiveState:
         per_call = call_time / steps
         for _ in range(min(steps, 4)):  # a few equal observations: the mean call of the burst
             self.calls.add(1.0, float(n), per_call)
-        engine = max(burst_time - call_time, 0.0) / steps
-        c = self.config.cost_decay
-        self.plain_engine_time = engine if not self.plain_measured else (
-            c * self.plain_engine_time + (1 - c) * engine)
+        self.plain_engine.add(max(burst_time - call_time, 0.0) / steps)
         self.plain_measured = True
         self.plain_time_since_round += burst_time

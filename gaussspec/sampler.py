@@ -645,6 +645,8 @@ class _Run:
                     x_prev, t_prev, mem_prev, evaluation, path[rows, i]
                 )
         self.stats.draft_evaluations += int(lengths.sum())
+        if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
+            drafting_time = time.perf_counter() - round_start - (self.stats.target_time - target_time)
 
         # --- ONE batched target call on the drafted states -------------------------------------
         # Flat layout of the states with a target mean: pairs (row, position <= length); index
@@ -808,4 +810,4 @@ class _Run:
             self.adaptive.update(chains_np, tau, lengths, len(all_rows),
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
-                                 time.perf_counter() - round_start)
+                                 time.perf_counter() - round_start, drafting_time)

@@ -36,23 +36,30 @@ def test_decayed_fit_recovers_costs_and_falls_back():
     latency = adaptive.DecayedFit(0.9)
     latency.add(1.0, 72.0, 0.003)  # one state count: all latency
     assert latency.coefficients == (0.003, 0.0)
-    split = adaptive.DecayedFit(0.9, split=True)
-    split.add(1.0, 8.0, 0.002)  # one width: half fixed, half per step
-    np.testing.assert_allclose(split.coefficients, (0.001, 0.001 / 8))
     negative = adaptive.DecayedFit(0.9)
     for states, seconds in ((8, 0.001), (16, 0.0025), (32, 0.005)):  # intercept would be < 0
         negative.add(1.0, states, seconds)
     assert negative.coefficients[0] == 0.0 and negative.coefficients[1] > 0.0
 
 
+def test_decayed_mean_weighs_early_observations_fully_and_clips_spikes():
+    mean = adaptive.DecayedMean(0.98)
+    for y in (1.0, 2.0, 3.0):
+        mean.add(y)
+    assert mean.value == pytest.approx((0.98**2 * 1 + 0.98 * 2 + 3) / (0.98**2 + 0.98 + 1))
+    before, weight = mean.value, mean.weight
+    mean.add(1000.0)  # a preemption: counted as 3x the mean at most
+    assert mean.value == pytest.approx((0.98 * weight * before + 3 * before) / (0.98 * weight + 1))
+
+
 def test_goodput_is_steps_over_seconds_of_equation_g1():
-    survive = np.array([0.9, 0.81])
-    steps, seconds = adaptive.goodput(survive, 4, a=1.0, b=0.1, d=0.5, o0=0.2, o1=0.05,
+    survive = [0.9, 0.81]
+    steps, seconds = adaptive.goodput(survive, 4, a=1.0, b=0.1, o0=0.2, per_position=0.5,
                                       frozen=False)
     np.testing.assert_allclose(steps, [4 * 1.9, 4 * 2.71])
-    np.testing.assert_allclose(seconds, [1.0 + 0.1 * 4 * 2 + 0.5 + 0.2 + 0.05,
-                                         1.0 + 0.1 * 4 * 3 + 1.0 + 0.2 + 0.1])
-    _, frozen = adaptive.goodput(survive, 4, 1.0, 0.1, 0.5, 0.2, 0.05, frozen=True)
+    np.testing.assert_allclose(seconds, [1.0 + 0.1 * 4 * 2 + 0.2 + 0.5,
+                                         1.0 + 0.1 * 4 * 3 + 0.2 + 1.0])
+    _, frozen = adaptive.goodput(survive, 4, 1.0, 0.1, 0.2, 0.5, frozen=True)
     np.testing.assert_allclose(np.subtract(frozen, seconds), 1.0)  # the frozen second call
 
 
@@ -60,7 +67,7 @@ def feed(state, tau, g, call, draft_step, engine, n=8, rounds=20):
     lengths = np.full(n, g)
     for _ in range(rounds):
         state.update(np.arange(n), tau, lengths, n * (g + 1), call, draft_step * g, g,
-                     call + draft_step * g + engine)
+                     call + draft_step * g + engine, draft_step * g)
 
 
 def test_policy_drafts_long_when_calls_are_expensive_and_drafts_good():
