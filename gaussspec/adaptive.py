@@ -1,21 +1,47 @@
 """Adaptive draft length: pick gamma online from measured acceptance and measured costs.
 
-A goodput model (ALGORITHMS section 9): a round with draft length ``g`` advances each chain by
-``1 + sum_{i<=g} P(tau >= i)`` steps on average and costs one batched target call on
-``n (g + 1)`` states plus ``g`` sequential draft steps (plus the frozen drafter's extra call).
-Acceptance by position is an exponentially weighted average per chain; call and draft costs are
-fitted online (time = a + b * states for the target, an average for a draft step). Each round
-takes the ``g`` in ``0 .. max_draft_length`` with the most expected steps per second; ``g = 0``
-is a plain target step, chosen when speculation does not pay. Rounds stay exact for any ``g``
-chosen from the past, so the whole run keeps the target chain's law.
+A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round with draft length
+``g`` advances ``n (1 + sum_{i<=g} S_i)`` chain-steps on average, ``S_i = P(tau >= i)``, and costs
+
+    T_spec(g) = calls(g) a + b n (g + 1) + o0 + d g                 (G1)
+
+seconds: ``calls(g)`` batched target calls (two for the frozen drafter), each costing
+``a + b * states`` (latency plus per-state time), the engine's own time per round ``o0`` and ``g``
+sequential drafting steps of ``d`` seconds (the draft call and the engine's work per position). A
+burst of plain steps advances ``n`` chain-steps per
+
+    T_plain = a + b n + p0                                         (G2)
+
+seconds, ``p0`` being the engine's own time per plain step. The policy picks the ``g`` in
+``0 .. max_draft_length`` with the largest goodput ``steps / time``; ``g = 0`` runs plain steps in
+a tight loop. All the quantities are measured online:
+
+* ``S_i = prod_{j<=i} q_j`` with the conditional acceptances ``q_j = P(tau >= j | tau >= j - 1)``
+  estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
+  drafted lately fall back on the previous position's ``q`` through a pseudo-count;
+* ``a, b`` by decaying least squares on every target call (G4); ``d`` from the timed drafting
+  phase of each round (so it needs no spread of draft lengths), ``o0`` from the rest of the
+  round, ``p0`` from plain bursts, as decaying means.
+
+While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
+spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
+costs at most that share of the run. Every round stays exact for any ``g`` chosen from the past,
+and plain steps are exact, so the whole run keeps the target chain's law.
 """
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import numpy as np
 
-__all__ = ["AdaptiveDraftLength"]
+__all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "DecayedMean", "survival",
+           "round_counts", "goodput"]
+
+MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
+_PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
+_CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
 
 
 def _positive(instance, attribute, value):
@@ -34,100 +60,262 @@ class AdaptiveDraftLength:
 
     Args:
         max_draft_length: Largest draft length considered.
-        initial_draft_length: Draft length of the first rounds, before costs are measured.
-        decay: Weight of the past in the running averages (acceptance and costs).
-        explore_every: While plain steps win (``g = 0``), try ``g = 1`` once every this many
-            rounds so that acceptance estimates stay current.
+        initial_draft_length: Draft length of the first round, before acceptance is measured
+            (clipped to ``max_draft_length``).
+        decay: Weight of the past, per speculative round, in the acceptance counts.
+        cost_decay: Weight of the past, per observation, in the cost fits.
+        explore_share: While plain steps win, the share of time that speculative rounds at the
+            best draft length may lose (G5), so that acceptance estimates stay current.
     """
 
     max_draft_length: int = attrs.field(default=16, validator=_positive)
-    initial_draft_length: int = attrs.field(default=4, validator=_positive)
+    initial_draft_length: int = attrs.field(default=8, validator=_positive)
     decay: float = attrs.field(default=0.9, validator=_unit)
-    explore_every: int = attrs.field(default=25, validator=_positive)
+    cost_decay: float = attrs.field(default=0.98, validator=_unit)
+    explore_share: float = attrs.field(default=0.005, validator=_unit)
 
     def start(self, num_chains: int) -> "AdaptiveState":
         """Fresh per-run state."""
         return AdaptiveState(self, num_chains)
 
 
+class DecayedMean:
+    """A decaying average that weighs its first observations fully (no start-up bias).
+
+    Args:
+        decay: Weight of the past per observation.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.total = self.weight = self.value = 0.0
+        self.count = 0
+
+    def add(self, y: float) -> None:
+        """Fold in one observation, clipped at ``_CLIP`` times the current mean."""
+        if self.count >= 3:
+            y = min(y, _CLIP * max(self.value, 1e-9))
+        self.total = self.decay * self.total + y
+        self.weight = self.decay * self.weight + 1.0
+        self.value = self.total / self.weight
+        self.count += 1
+
+
+class DecayedFit:
+    """Decaying least squares ``y ~ c0 u + c1 v`` with non-negative coefficients (G4).
+
+    Args:
+        decay: Weight of the past per observation.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.uu = self.uv = self.vv = self.uy = self.vy = 0.0
+        self.count = 0
+        self.coefficients = (0.0, 0.0)
+
+    @property
+    def identified(self) -> bool:
+        """Whether the observations tell the two features apart (not all at one ratio)."""
+        return self.uu * self.vv - self.uv * self.uv > 1e-9 * self.uu * self.vv
+
+    def predict(self, u: float, v: float) -> float:
+        """``c0 u + c1 v``."""
+        return self.coefficients[0] * u + self.coefficients[1] * v
+
+    def add(self, u: float, v: float, y: float) -> None:
+        """Fold in one observation (clipped at ``_CLIP`` times the prediction) and refit."""
+        if self.count >= 3:
+            y = min(y, _CLIP * max(self.predict(u, v), 1e-9))
+        k = self.decay
+        self.uu = k * self.uu + u * u
+        self.uv = k * self.uv + u * v
+        self.vv = k * self.vv + v * v
+        self.uy = k * self.uy + u * y
+        self.vy = k * self.vy + v * y
+        self.count += 1
+        self.coefficients = _solve_non_negative(self.uu, self.uv, self.vv, self.uy, self.vy)
+
+
+def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
+    """Normal equations of a two-feature fit, falling back to one feature when singular or < 0."""
+    det = uu * vv - uv * uv
+    if det > 1e-9 * uu * vv:
+        c0, c1 = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
+        if c0 >= 0.0 and c1 >= 0.0:
+            return c0, c1
+    only_u = max(uy / uu, 0.0) if uu > 0 else 0.0  # c1 = 0: the first feature alone
+    only_v = max(vy / vv, 0.0) if vv > 0 else 0.0  # c0 = 0: the second feature alone
+    # the better one-feature fit explains more: c^2 x'x (the projection's squared norm)
+    if det > 1e-9 * uu * vv and only_v * only_v * vv > only_u * only_u * uu:
+        return 0.0, only_v
+    return only_u, 0.0
+
+
+def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> list:
+    """``S_i = P(tau >= i)``, i = 1..G, from decayed counts (G3).
+
+    ``q_j = (hits_j + k q_{j-1}) / (at_risk_j + k)``: the Kaplan-Meier conditional acceptance,
+    shrunk towards the previous position's by ``k`` pseudo-counts (so positions not drafted lately
+    extrapolate the last measured one), and ``S_i = prod_{j<=i} q_j``; ``q_1`` is shrunk towards
+    1/2 by a single pseudo-count.
+
+    Args:
+        hits: ``[j-1]`` = decayed count of chain-rounds that accepted position j.
+        at_risk: ``[j-1]`` = decayed count of chain-rounds that drafted position j and accepted
+            every position before it.
+        pseudo_count: k.
+    """
+    out, q, product, k = [], _PRIOR_ACCEPTANCE, 1.0, 1.0  # q_1: one pseudo-count of the prior
+    for hit, risk in zip(hits.tolist(), at_risk.tolist()):  # G entries: plain floats are fastest
+        q = (hit + k * q) / (risk + k)
+        k = pseudo_count
+        product *= q
+        out.append(product)
+    return out
+
+
+def round_counts(tau: np.ndarray, lengths: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One round's (hits, at_risk) by position 1..size (G3).
+
+    ``hits_j = #(tau >= j)``; ``at_risk_j = #(lengths >= j and tau >= j - 1)``, which is
+    ``#(tau >= j - 1)`` less the chains that accepted all ``lengths = j - 1`` drafts.
+    """
+    at_least = np.cumsum(np.bincount(tau, minlength=size + 1)[::-1])[::-1]  # #(tau >= j), j=0..G
+    complete = np.bincount(tau[tau == lengths], minlength=size + 1)
+    return at_least[1:size + 1], at_least[:size] - complete[:size]
+
+
+def goodput(survive, n: int, a: float, b: float, o0: float, per_position: float,
+            frozen: bool) -> tuple[list, list]:
+    """Expected chain-steps and seconds of a speculative round for g = 1..G (G1).
+
+    Plain Python floats: G is small, and this runs before every round.
+
+    Returns:
+        ``(steps, seconds)``: ``n (1 + sum_{i<=g} S_i)`` and ``T_spec(g)``.
+    """
+    fixed = (2.0 if frozen else 1.0) * a + b * n + o0  # calls * a, position 0's state, o0
+    per_g = b * n + per_position  # the drafted states in the call, one drafting step
+    steps, seconds, total = [], [], 1.0
+    for g, s in enumerate(survive, start=1):
+        total += s
+        steps.append(n * total)
+        seconds.append(max(fixed + per_g * g, 1e-12))
+    return steps, seconds
+
+
 class AdaptiveState:
-    """The running estimates of one run."""
+    """The running estimates and decisions of one run.
+
+    The sampler asks :meth:`choose` before each round: ``(g, burst)`` with ``g >= 1`` for a
+    speculative round, or ``g = 0`` for ``burst`` plain steps; it reports speculative rounds to
+    :meth:`update` and plain bursts to :meth:`update_plain`.
+    """
 
     def __init__(self, config: AdaptiveDraftLength, num_chains: int):
         self.config = config
-        g = config.max_draft_length
-        # P(tau >= i) per chain and position: a decaying weighted mean with one pseudo-observation
-        # of 1/2 as its prior, so that the first real rounds dominate quickly.
-        self.hits = np.full((num_chains, g), 0.5)
-        self.weights = np.ones((num_chains, g))
-        self.calls: list[tuple[int, float]] = []  # (states evaluated, seconds) of target calls
-        self.draft_step_time = None
-        self.overhead_time = 0.0  # engine time per round outside kernel calls (median)
-        self.overheads: list[float] = []
+        size = config.max_draft_length
+        self.hits = np.zeros(size)  # decayed counts, pooled over chains (G3)
+        self.at_risk = np.zeros(size)
+        self.pseudo_count = float(num_chains)  # one round's worth of q_{j-1} in q_j (G3)
+        self.calls = DecayedFit(config.cost_decay)  # time = a calls + b states (G4)
+        self.drafting = DecayedMean(config.cost_decay)  # d: seconds per drafting step
+        self.engine = DecayedMean(config.cost_decay)  # o0: the rest of a round's engine time
+        self.plain_engine = DecayedMean(config.cost_decay)  # p0: 0 (optimistic) until measured
+        self.plain_measured = False
         self.rounds = 0
-        self.plain_streak = 0
-        self.last = config.initial_draft_length
+        self.frozen = False
+        self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
+        self.last = min(config.initial_draft_length, size)
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def rates(self, n: int, frozen: bool) -> tuple[float, list, list]:
+        """Plain chain-steps per second (G2), and speculative steps and seconds for g = 1..G (G1)."""
+        a, b = self.calls.coefficients
+        plain = n / max(a + b * n + self.plain_engine.value, 1e-12)
+        survive = survival(self.hits, self.at_risk, self.pseudo_count)
+        steps, seconds = goodput(survive, n, a, b, self.engine.value, self.drafting.value,
+                                 frozen)
+        return plain, steps, seconds
+
+    def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
+        """The next action for ``n`` chains with at most ``remaining`` steps left.
+
+        Returns:
+            ``(g, burst)``: a speculative round with draft length ``g >= 1``, or ``g = 0`` and
+            ``burst`` plain steps.
+        """
+        self.frozen = frozen
+        limit = min(self.config.max_draft_length, remaining - 1)  # tau + 1 <= remaining
+        if limit < 1:
+            return 0, 1
+        if self.rounds == 0:
+            return min(self.last, limit), 0
+        plain, steps, seconds = self.rates(n, frozen)
+        spec = [s / t for s, t in zip(steps[:limit], seconds[:limit])]
+        best = max(range(limit), key=spec.__getitem__)
+        if spec[best] > plain:
+            if best + 1 == self.last and not self.calls.identified:
+                return 0, 1  # every call had one size: a plain step tells latency from per-state
+            self.last = best + 1
+            return best + 1, 0
+        if not self.plain_measured:
+            return 0, 2  # plain priced optimistically (p0 = 0) wins: measure it
+        # plain wins: explore at the best g once the plain time pays for its loss (G5)
+        loss = seconds[best] - steps[best] / plain  # seconds one round at the best g loses
+        share = self.config.explore_share
+        if share * self.plain_time_since_round >= loss:
+            self.last = best + 1
+            return best + 1, 0
+        wanted = loss / share - self.plain_time_since_round
+        burst = math.ceil(wanted * plain / n)  # plain steps until the budget is met
+        return 0, int(min(max(burst, 1), MAX_PLAIN_BURST))
+
+    # -- measurements ------------------------------------------------------------------------
 
     def update(self, chains, tau, lengths, call_states, call_time, draft_time, draft_steps,
-               round_time):
-        """Fold one round's outcome into the estimates."""
-        decay = self.config.decay
-        if self.rounds > 0:  # the first round pays one-off costs (compilation, caches)
-            self.overheads.append(max(round_time - call_time - draft_time, 0.0))
-            self.overheads = self.overheads[-16:]
-            self.overhead_time = float(np.median(self.overheads))  # robust to hiccups
-        for i in range(int(lengths.max(initial=0))):
-            drafted = lengths > i
-            rows = chains[drafted]
-            hit = (tau[drafted] > i).astype(float)
-            self.hits[rows, i] = decay * self.hits[rows, i] + hit
-            self.weights[rows, i] = decay * self.weights[rows, i] + 1.0
+               round_time, drafting_time):
+        """Fold one speculative round's outcome into the estimates.
+
+        Args:
+            chains: The round's chain indices (unused: counts are pooled over chains).
+            tau: Accepted lengths per chain.
+            lengths: Drafted lengths per chain.
+            call_states: States evaluated by the target in the round.
+            call_time: Seconds in target calls.
+            draft_time: Seconds in draft-kernel calls (part of ``drafting_time``).
+            draft_steps: Sequential draft steps (the round's width).
+            round_time: Seconds for the whole round.
+            drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
+                drafted position; the frozen drafter's target call excluded).
+        """
+        k = self.config.decay
+        hits, at_risk = round_counts(np.asarray(tau), np.asarray(lengths), len(self.hits))
+        self.hits = k * self.hits + hits
+        self.at_risk = k * self.at_risk + at_risk
+        calls = 1.0 + (1.0 if self.frozen and draft_steps > 0 else 0.0)
         if call_states > 0:
-            self.calls.append((int(call_states), float(call_time)))
-            self.calls = self.calls[-64:]
+            self.calls.add(calls, float(call_states), float(call_time))
         if draft_steps > 0:
-            per_step = draft_time / draft_steps
-            self.draft_step_time = per_step if self.draft_step_time is None else (
-                decay * self.draft_step_time + (1 - decay) * per_step)
+            self.drafting.add(drafting_time / draft_steps)
+        self.engine.add(max(round_time - call_time - drafting_time, 0.0))
         self.rounds += 1
+        self.plain_time_since_round = 0.0
 
-    def _call_cost(self):
-        """Fitted (a, b) of time = a + b * states; b >= 0, a >= 0."""
-        states = np.array([c[0] for c in self.calls], dtype=float)
-        times = np.array([c[1] for c in self.calls], dtype=float)
-        if len(np.unique(states)) < 2:
-            return 0.0, float(times.mean() / states.mean())  # assume cost grows with the batch
-        slope, intercept = np.polyfit(states, times, 1)
-        slope = max(slope, 0.0)
-        return max(intercept, 0.0), slope
+    def update_plain(self, n: int, steps: int, call_time: float, burst_time: float) -> None:
+        """Fold in a burst of ``steps`` plain steps of ``n`` chains.
 
-    def choose(self, chains: np.ndarray, frozen: bool) -> int:
-        """The draft length of the next round for these chains."""
-        if not self.calls or self.rounds < 2:
-            return self.last
-        a, b = self._call_cost()
-        draft = self.draft_step_time or 0.0
-        n = len(chains)
-        estimate = self.hits[chains] / self.weights[chains]
-        observed = self.weights[chains] > 1.5  # at least one real observation
-        accepted = estimate.copy()
-        for i in range(1, accepted.shape[1]):  # monotone; untried positions extrapolate
-            accepted[:, i] = np.where(observed[:, i],
-                                      np.minimum(estimate[:, i], accepted[:, i - 1]),
-                                      accepted[:, i - 1] * accepted[:, 0])
-        cumulative = np.cumsum(accepted, axis=1).sum(axis=0)  # sum_b sum_{i<=g} P(tau >= i)
-        fixed = a + self.overhead_time
-        best_g, best_rate = 0, n / (fixed + b * n)  # plain: n steps per call on n states
-        for g in range(1, self.config.max_draft_length + 1):
-            steps = n + cumulative[g - 1]
-            cost = fixed + b * n * (g + 1) + g * draft + ((a + b * n) if frozen else 0.0)
-            if steps / cost > best_rate:
-                best_g, best_rate = g, steps / cost
-        if best_g == 0:
-            self.plain_streak += 1
-            if self.plain_streak % self.config.explore_every == 0:
-                best_g = 1  # look again: acceptance may have changed
-        else:
-            self.plain_streak = 0
-        self.last = best_g
-        return best_g
+        Args:
+            n: Chains stepped.
+            steps: Plain steps taken (one target call each).
+            call_time: Seconds in target calls.
+            burst_time: Seconds for the whole burst.
+        """
+        per_call = call_time / steps
+        for _ in range(min(steps, 4)):  # a few equal observations: the mean call of the burst
+            self.calls.add(1.0, float(n), per_call)
+        self.plain_engine.add(max(burst_time - call_time, 0.0) / steps)
+        self.plain_measured = True
+        self.plain_time_since_round += burst_time

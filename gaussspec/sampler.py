@@ -510,6 +510,8 @@ class _Run:
             active = np.nonzero(self.t_host < self.num_steps)[0]  # host mirror of t: no sync
             if len(active) == 0:
                 break
+            if self.adaptive is not None and self._adaptive_plain(active):
+                continue
             self._round(active)
             if self.checkpoint is not None and self.stats.rounds % self.checkpoint.every_rounds == 0:
                 self._save()
@@ -519,6 +521,88 @@ class _Run:
             self._save()
         self.stats.wall_time = self.elapsed + time.perf_counter() - self.started
         return SampleResult(self.x, self.trajectory, self.stats, self.memory)
+
+    def _adaptive_plain(self, active_np: np.ndarray) -> bool:
+        """Ask the adaptive policy for the next action; run its plain burst if it picks g = 0.
+
+        Returns:
+            True if plain steps were taken, False if the next action is a speculative round
+            (its draft length is left in ``self.round_gamma``).
+        """
+        remaining = self.num_steps - self.t_host[active_np]
+        if self.drafter.source == "free" and not self.has_cache[active_np].all():
+            gamma, burst = 0, 1  # a free drafter has nothing to draft from yet: one plain step
+        else:
+            gamma, burst = self.adaptive.choose(len(active_np), self.drafter.source == "frozen",
+                                                int(remaining.max()))
+        if gamma > 0:
+            self.round_gamma = gamma
+            return False
+        burst = min(burst, int(remaining.min()))
+        if self.checkpoint is not None:  # stop at the next checkpoint's round
+            every = self.checkpoint.every_rounds
+            burst = min(burst, every - self.stats.rounds % every)
+        self._plain_steps(active_np, burst)
+        return True
+
+    def _plain_steps(self, chains_np: np.ndarray, count: int) -> None:
+        """``count`` plain target steps ``x' = m_q(x, t) + L_t xi`` of these chains, one call each.
+
+        Every chain must have ``count`` steps left. Keeps the kernel memory, the free drafter's
+        cache (the target evaluation at the parent state), the stats, trajectory and progress
+        as speculative rounds do, and reports the burst's costs to the adaptive policy.
+        """
+        start, target_before = time.perf_counter(), self.stats.target_time
+        n, shape = len(chains_np), self.event_shape
+        all_chains = n == self.num_chains
+        chains = self.chain_ids if all_chains else self._device_index(chains_np)
+        x = self.x if all_chains else self.x[chains]
+        t = self._device_index(self.t_host[chains_np])
+        memory = None
+        if self.memory is not None:
+            memory = self.memory if all_chains else self.memory[chains]
+        name = f"{type(self.target).__name__} mean"
+        for _ in range(count):
+            evaluation = self._target_evaluate(x, t)
+            mean = self._target_mean(x, t, evaluation, memory)
+            _check_mean_shape(mean, tuple(x.shape), name, x.device)
+            _check_finite(mean, name, t, chains)
+            covariance = self.target.covariance(t)
+            tick = time.perf_counter()
+            noise = self.random.normal(chains_np, None, covariance.noise_shape(shape), self.dtype)
+            self.stats.noise_time += time.perf_counter() - tick
+            x_next = covariance.step(mean, noise, shape)  # m_q + L xi
+            if memory is not None:
+                memory = self.target.next_memory(x, t, memory, evaluation, x_next)
+            x, t = x_next, t + 1
+            if self.trajectory is not None or self.stream is not None:
+                self._record(t, chains, x)
+        if all_chains:
+            self.x = x
+            if memory is not None:
+                self.memory = memory
+        else:
+            self.x[chains] = x
+            if memory is not None:
+                self.memory[chains] = memory
+        self.t_host[chains_np] += count
+        if self.drafter.source == "free":  # the evaluation at the new states' parents
+            if all_chains:
+                self.cache = evaluation
+            else:
+                if self.cache is None:
+                    self.cache = _tree_map(
+                        lambda e: e.new_zeros((self.num_chains, *e.shape[1:])), evaluation)
+                _tree_map(lambda c, e: c.__setitem__(chains, e), self.cache, evaluation)
+            self.has_cache[chains_np] = True
+        self.stats.rounds += count
+        self.stats.sequential_target_calls += count
+        zeros = np.zeros(n * count, dtype=np.int64)  # one call with every (chain, step) entry
+        self.stats.record_round(zeros, zeros)
+        if self.bar.bar is not None:
+            self.bar.update(n * count)
+        self.adaptive.update_plain(n, count, self.stats.target_time - target_before,
+                                   time.perf_counter() - start)
 
     def _fold_stats(self) -> None:
         """Add the rounds' accepted and drafted lengths to ``stats`` (one call for many rounds)."""
@@ -810,7 +894,7 @@ class _Run:
             memory0 = self.memory if all_chains else self.memory[chains]
         # Draft lengths: a round may advance at most the chain's remaining steps (tau + 1 <= K - t).
         if self.adaptive is not None:
-            gamma = self.adaptive.choose(chains_np, self.drafter.source == "frozen")
+            gamma = self.round_gamma  # chosen by _adaptive_plain
             target_time, draft_time = self.stats.target_time, self.stats.draft_time
             round_start = time.perf_counter()
         lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
@@ -828,6 +912,8 @@ class _Run:
 
         # --- drafting, ONE batched target call, verification ----------------------------------
         path, draft_means, noises, steps = self._draft(x0, t0_host, memory0, stale, lengths, chains_np)
+        if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
+            drafting_time = time.perf_counter() - round_start - (self.stats.target_time - target_time)
         next_width = 0 if self.adaptive is not None else gamma  # the next round's draft noise
         draws = self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype, next_width)
         means, evaluations, flat_index, target_memory = self._verify_target(
@@ -895,4 +981,4 @@ class _Run:
             self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
-                                 time.perf_counter() - round_start)
+                                 time.perf_counter() - round_start, drafting_time)

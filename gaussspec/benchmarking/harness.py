@@ -5,10 +5,13 @@ Every suite measures a *case* (one kernel, one batch of start states) against a 
 once, in a rotated order (so no contender always runs first, after a cold start or a burst of load
 from other jobs), with the same seed for all contenders of that repeat. Reported numbers are
 medians over repeats; speed-ups are the plain chain's median wall-clock over the contender's.
+Each run starts after a garbage collection and runs with the collector off, as ``timeit`` does, so
+that collection pauses left over from other runs do not land in it.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from typing import Callable
@@ -71,15 +74,22 @@ def _sync(x: torch.Tensor) -> None:
 
 
 def _run_once(contender: Contender, kernel, x0: torch.Tensor, seed: int):
+    """One timed run; like ``timeit``, with the garbage collector off (collected just before)."""
     generator = torch.Generator(device=x0.device).manual_seed(seed)
-    _sync(x0)
-    wall, cpu = time.perf_counter(), time.process_time()
-    if contender.sampler is None:
-        result = gs.sample_chain(kernel, x0, generator=generator)
-    else:
-        result = contender.sampler.sample(x0, generator=generator)
-    _sync(x0)
-    return result.stats, time.perf_counter() - wall, time.process_time() - cpu
+    gc.collect()
+    gc.disable()
+    try:
+        _sync(x0)
+        wall, cpu = time.perf_counter(), time.process_time()
+        if contender.sampler is None:
+            result = gs.sample_chain(kernel, x0, generator=generator)
+        else:
+            result = contender.sampler.sample(x0, generator=generator)
+        _sync(x0)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        gc.enable()
+    return result.stats, wall, cpu
 
 
 def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int, seed: int = 0,

@@ -1,0 +1,119 @@
+"""Unit tests of the adaptive draft length's goodput model (gaussspec/adaptive.py)."""
+
+import numpy as np
+import pytest
+
+import gaussspec as gs
+from gaussspec import adaptive
+
+
+def test_round_counts_match_their_definition():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 7, size=200)
+    tau = np.array([rng.integers(0, length + 1) for length in lengths])
+    hits, at_risk = adaptive.round_counts(tau, lengths, 6)
+    for j in range(1, 7):
+        assert hits[j - 1] == np.sum(tau >= j)
+        assert at_risk[j - 1] == np.sum((lengths >= j) & (tau >= j - 1))
+
+
+def test_survival_is_kaplan_meier_and_extrapolates_untried_positions():
+    q = 0.8  # geometric acceptance, drafted up to 3 by 10000 chain-rounds
+    reach = 10000 * q ** np.arange(3)  # tau >= j - 1
+    hits = np.array([*(reach * q), 0.0, 0.0])
+    at_risk = np.array([*reach, 0.0, 0.0])
+    survive = np.array(adaptive.survival(hits, at_risk, pseudo_count=8.0))
+    np.testing.assert_allclose(survive[:3], q ** np.arange(1, 4), rtol=1e-3)
+    np.testing.assert_allclose(survive[3:] / survive[2:4], q, rtol=1e-3)  # q_j = q_{j-1}
+    assert adaptive.survival(np.zeros(2), np.zeros(2), 8.0)[0] == 0.5  # the prior
+
+
+def test_decayed_fit_recovers_costs_and_falls_back():
+    fit = adaptive.DecayedFit(0.9)
+    for states in (8, 16, 72, 136, 8):
+        fit.add(1.0, states, 0.002 + 1e-5 * states)  # a + b states
+    np.testing.assert_allclose(fit.coefficients, (0.002, 1e-5), rtol=1e-6)
+    latency = adaptive.DecayedFit(0.9)
+    latency.add(1.0, 72.0, 0.003)  # one state count: all latency
+    assert latency.coefficients == (0.003, 0.0)
+    negative = adaptive.DecayedFit(0.9)
+    for states, seconds in ((8, 0.001), (16, 0.0025), (32, 0.005)):  # intercept would be < 0
+        negative.add(1.0, states, seconds)
+    assert negative.coefficients[0] == 0.0 and negative.coefficients[1] > 0.0
+
+
+def test_decayed_mean_weighs_early_observations_fully_and_clips_spikes():
+    mean = adaptive.DecayedMean(0.98)
+    for y in (1.0, 2.0, 3.0):
+        mean.add(y)
+    assert mean.value == pytest.approx((0.98**2 * 1 + 0.98 * 2 + 3) / (0.98**2 + 0.98 + 1))
+    before, weight = mean.value, mean.weight
+    mean.add(1000.0)  # a preemption: counted as 3x the mean at most
+    assert mean.value == pytest.approx((0.98 * weight * before + 3 * before) / (0.98 * weight + 1))
+
+
+def test_goodput_is_steps_over_seconds_of_equation_g1():
+    survive = [0.9, 0.81]
+    steps, seconds = adaptive.goodput(survive, 4, a=1.0, b=0.1, o0=0.2, per_position=0.5,
+                                      frozen=False)
+    np.testing.assert_allclose(steps, [4 * 1.9, 4 * 2.71])
+    np.testing.assert_allclose(seconds, [1.0 + 0.1 * 4 * 2 + 0.2 + 0.5,
+                                         1.0 + 0.1 * 4 * 3 + 0.2 + 1.0])
+    _, frozen = adaptive.goodput(survive, 4, 1.0, 0.1, 0.2, 0.5, frozen=True)
+    np.testing.assert_allclose(np.subtract(frozen, seconds), 1.0)  # the frozen second call
+
+
+def feed(state, tau, g, call, draft_step, engine, n=8, rounds=20):
+    lengths = np.full(n, g)
+    for _ in range(rounds):
+        state.update(np.arange(n), tau, lengths, n * (g + 1), call, draft_step * g, g,
+                     call + draft_step * g + engine, draft_step * g)
+
+
+def test_policy_drafts_long_when_calls_are_expensive_and_drafts_good():
+    state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
+    assert state.choose(8, False, 400) == (8, 0)  # the initial draft length
+    feed(state, np.full(8, 8), 8, call=0.006, draft_step=2e-4, engine=1e-3)  # all accepted
+    feed(state, np.full(8, 16), 16, call=0.006, draft_step=2e-4, engine=1.5e-3)
+    assert state.choose(8, False, 400) == (16, 0)
+    assert state.choose(8, False, 5) == (4, 0)  # tau + 1 <= remaining steps
+    assert state.choose(8, False, 1) == (0, 1)
+
+
+def test_policy_tells_latency_from_per_state_cost_before_repeating_a_draft_length():
+    state = gs.AdaptiveDraftLength(max_draft_length=8, initial_draft_length=8).start(8)
+    assert state.choose(8, False, 400) == (8, 0)
+    feed(state, np.full(8, 8), 8, call=0.018, draft_step=2e-4, engine=1e-3, rounds=1)
+    assert not state.calls.identified
+    assert state.choose(8, False, 400) == (0, 1)  # g = 8 again would teach nothing: a plain step
+    state.update_plain(8, 1, 0.002, 0.0022)  # 8 states: 2 ms; 72 states: 18 ms (per-state cost)
+    assert state.calls.identified
+    np.testing.assert_allclose(state.calls.coefficients, (0.0, 0.018 / 72), atol=1e-9)
+    assert state.choose(8, False, 400)[0] == 0  # plain wins on a throughput-bound target
+
+
+def test_policy_goes_plain_then_explores_within_its_budget():
+    state = gs.AdaptiveDraftLength(max_draft_length=8, explore_share=0.01).start(8)
+    feed(state, np.zeros(8, dtype=int), 2, call=0.002, draft_step=2e-4, engine=1e-3)
+    assert state.choose(8, False, 400) == (0, 2)  # plain (optimistic until measured) wins
+    state.update_plain(8, 2, 0.004, 0.0042)
+    g, burst = state.choose(8, False, 400)
+    assert g == 0 and 1 <= burst <= adaptive.MAX_PLAIN_BURST
+    for _ in range(200):  # plain time accrues until exploring costs 1% of it
+        g, burst = state.choose(8, False, 400)
+        if g:
+            break
+        state.update_plain(8, burst, 0.002 * burst, 0.0021 * burst)
+        last_burst = burst
+    assert g == 1
+    plain, steps, seconds = state.rates(8, False)
+    loss = seconds[0] - steps[0] / plain  # ~0.85 ms: g=1 costs ~2.95 ms, a plain step 2.1 ms
+    assert 0.01 * state.plain_time_since_round >= loss > 0.0005
+    assert 0.01 * (state.plain_time_since_round - 0.0021 * last_burst) < loss  # not one burst sooner
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="explore_share"):
+        gs.AdaptiveDraftLength(explore_share=0.0)
+    with pytest.raises(ValueError, match="cost_decay"):
+        gs.AdaptiveDraftLength(cost_decay=1.5)
