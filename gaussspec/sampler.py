@@ -720,12 +720,17 @@ class _Run:
         self.stats.noise_time += time.perf_counter() - tick
         return noises if noises.is_contiguous() else noises.contiguous()
 
-    def _verify_target(self, path, steps, lengths, stale, memory0):
+    def _verify_target(self, path, steps, lengths, stale, memory0, start_draws):
         """ONE batched target call on the drafted states, and the target means along each path.
 
-        Returns ``(means, evaluations, flat_index)``: ``means`` is the ``(n, width + 1, *event)``
-        grid of target means (padding slots hold copies), ``evaluations`` the call's output in its
-        flat layout and ``flat_index[b, i]`` the flat row of grid slot ``(b, i)`` (host array).
+        ``start_draws()`` is called right before the call (so that the background draws it starts
+        overlap the call rather than this method's own Python work); its result is returned last.
+
+        Returns ``(means, evaluations, flat_index, target_memory, draws)``: ``means`` is the
+        ``(n, width + 1, *event)`` grid of target means (padding slots hold copies),
+        ``evaluations`` the call's output in its flat layout, ``flat_index[b, i]`` the flat row of
+        grid slot ``(b, i)`` (host array), the target's memories along the paths (kernels with
+        memory, else None) and what ``start_draws()`` returned.
         """
         target, shape, n = self.target, self.event_shape, len(lengths)
         width = path.shape[1] - 1
@@ -734,6 +739,7 @@ class _Run:
         if full and not frozen:  # every chain drafts fully: the flat layout is the grid itself
             flat_index = np.arange(n * (width + 1)).reshape(n, width + 1)
             flat_states, flat_steps = path.reshape(-1, *shape), steps.reshape(-1)
+            draws = start_draws()
             evaluations = self._target_evaluate(flat_states, flat_steps)
         else:  # valid slots only; the frozen drafter's position-0 evaluation comes first
             rows, positions = self._pairs(lengths, 0)
@@ -745,16 +751,19 @@ class _Run:
             rows_t, positions_t = self._device_index(rows), self._device_index(positions)
             flat_states, flat_steps = path[rows_t, positions_t], steps[rows_t, positions_t]
             if frozen:
+                draws = start_draws()
                 later = (self._target_evaluate(flat_states[n:], flat_steps[n:])
                          if len(rows) > n else None)
                 evaluations = stale if later is None else _tree_map(
                     lambda a, b: torch.cat([a, b]), stale, later)
             else:
+                draws = start_draws()
                 evaluations = self._target_evaluate(flat_states, flat_steps)
         self.stats.rounds += 1
         self.stats.sequential_target_calls += 1
         if target.has_memory:
-            return self._target_scan(path, steps, lengths, evaluations, flat_index, memory0)
+            return (*self._target_scan(path, steps, lengths, evaluations, flat_index, memory0),
+                    draws)
         flat_means = self._target_mean(flat_states, flat_steps, evaluations, None)
         _check_mean_shape(flat_means, (flat_states.shape[0], *shape),
                           f"{type(target).__name__} mean", flat_states.device)
@@ -762,7 +771,7 @@ class _Run:
             means = flat_means.view(n, width + 1, *shape)
         else:
             means = flat_means[self._device_index(flat_index)]
-        return means, evaluations, flat_index, None
+        return means, evaluations, flat_index, None, draws
 
     def _target_scan(self, path, steps, lengths, evaluations, flat_index, memory0):
         """Target means and memories along each drafted path by a cheap scan (ALGORITHMS 7)."""
@@ -915,9 +924,10 @@ class _Run:
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
             drafting_time = time.perf_counter() - round_start - (self.stats.target_time - target_time)
         next_width = 0 if self.adaptive is not None else gamma  # the next round's draft noise
-        draws = self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype, next_width)
-        means, evaluations, flat_index, target_memory = self._verify_target(
-            path, steps, lengths, stale, memory0)  # the draws above overlap this call on CPU
+        means, evaluations, flat_index, target_memory, draws = self._verify_target(
+            path, steps, lengths, stale, memory0,
+            lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
+                                            next_width))  # these draws overlap the target call
         tick = time.perf_counter()
         uniforms, fresh, residual_uniforms, next_noise = draws.result()
         self.stats.noise_time += time.perf_counter() - tick  # waiting for the background draws
