@@ -378,7 +378,8 @@ class _Run:
         self.pending_stats: list[tuple[np.ndarray, np.ndarray]] = []
         self.noise_shape = tuple(self.target.covariance(
             torch.zeros(1, dtype=torch.int64, device=self.device)).noise_shape(self.event_shape))
-        self.buffers: dict[str, torch.Tensor] = {}  # round grids reused across rounds
+        self.buffers: dict = {}  # round grids reused across rounds (and their views by shape)
+        self.grid_index: dict[tuple[int, int], np.ndarray] = {}  # flat row of each grid slot
         self.positions = np.arange(self.gamma + 1)
         self.fused_verification = (self.device.type == "cpu"  # compiled CPU paths (until a round
                                    and self.dtype in (torch.float32, torch.float64))  # says no)
@@ -689,12 +690,15 @@ class _Run:
     def _grid(self, name: str, shape: tuple, zero: bool) -> torch.Tensor:
         """A contiguous ``shape`` view of a buffer kept across rounds (no allocation, no page
         faults on the hot path); nothing that outlives the round may alias it."""
-        size = math.prod(shape)
-        buffer = self.buffers.get(name)
-        if buffer is None or buffer.numel() < size:
-            buffer = torch.empty(size, dtype=self.dtype, device=self.device)
-            self.buffers[name] = buffer
-        view = buffer[:size].view(shape)
+        view = self.buffers.get((name, shape))
+        if view is None:
+            size = math.prod(shape)
+            buffer = self.buffers.get(name)
+            if buffer is None or buffer.numel() < size:
+                buffer = torch.empty(size, dtype=self.dtype, device=self.device)
+                self.buffers = {name: buffer, **{k: v for k, v in self.buffers.items()
+                                                 if isinstance(k, str) and k != name}}
+            view = self.buffers[(name, shape)] = buffer[:size].view(shape)
         return view.zero_() if zero else view
 
     def _draft_noise(self, chains_np, lengths, steps):
@@ -737,7 +741,10 @@ class _Run:
         full = int(lengths.min()) == width
         frozen = self.drafter.source == "frozen"
         if full and not frozen:  # every chain drafts fully: the flat layout is the grid itself
-            flat_index = np.arange(n * (width + 1)).reshape(n, width + 1)
+            flat_index = self.grid_index.get((n, width))
+            if flat_index is None:
+                flat_index = self.grid_index[(n, width)] = np.arange(n * (width + 1)).reshape(
+                    n, width + 1)
             flat_states, flat_steps = path.reshape(-1, *shape), steps.reshape(-1)
             draws = start_draws()
             evaluations = self._target_evaluate(flat_states, flat_steps)
@@ -887,7 +894,7 @@ class _Run:
         if not isinstance(covariance, IsotropicCovariance):
             return None
         if covariance._scalar is not None:
-            return np.full(n, covariance._scalar)
+            return np.full(n, covariance._scalar)  # a few microseconds; kept simple
         std = covariance.std.detach().to(torch.float64).cpu().numpy().reshape(-1)
         return np.broadcast_to(std, (n,)) if std.size in (1, n) else None
 
