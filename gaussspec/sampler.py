@@ -658,6 +658,7 @@ class _Run:
             draft_memory[:, 0] = memory0
         path_at, steps_at = path.unbind(1), steps.unbind(1)  # per-position views, made once
         draft_at, noise_at = draft_means.unbind(1), noises.unbind(1)
+        full_means = []  # draft means of the positions every chain drafts, stored in one op below
         for i in range(1, width + 1):
             every = i <= shortest  # every chain drafts position i: plain views, no gathers
             if every:
@@ -672,7 +673,7 @@ class _Run:
                 _check_mean_shape(mean, tuple(x_prev.shape), "draft mean", x_prev.device)
             covariance = target.covariance(t_prev)
             if every:
-                draft_at[i - 1].copy_(mean)
+                full_means.append(mean)
                 if getattr(covariance, "_scalar", None) is not None:  # no temporaries
                     torch.add(mean, noise_at[i - 1], alpha=covariance._scalar, out=path_at[i])  # m_p + std xi
                 else:
@@ -684,6 +685,11 @@ class _Run:
                 draft_memory[rows, i] = self.draft_kernel.next_memory(
                     x_prev, t_prev, mem_prev, evaluation, path[rows, i]
                 )
+        if len(full_means) == width and all(m.dtype == draft_means.dtype for m in full_means):
+            torch.stack(full_means, dim=1, out=draft_means)
+        else:
+            for i, mean in enumerate(full_means):
+                draft_at[i].copy_(mean)
         self.stats.draft_evaluations += int(lengths.sum())
         return path, draft_means, noises, steps
 
