@@ -646,7 +646,8 @@ class _Run:
                 )
         self.stats.draft_evaluations += int(lengths.sum())
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
-            drafting_time = time.perf_counter() - round_start - (self.stats.target_time - target_time)
+            frozen_call = self.stats.target_time - target_time
+            drafting_time = time.perf_counter() - round_start - frozen_call
 
         # --- ONE batched target call on the drafted states -------------------------------------
         # Flat layout of the states with a target mean: pairs (row, position <= length); index
