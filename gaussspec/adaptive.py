@@ -232,7 +232,7 @@ class AdaptiveState:
     # -- decisions ---------------------------------------------------------------------------
 
     def rates(self, n: int, frozen: bool) -> tuple[float, list, list]:
-        """Plain chain-steps per second (G2), and speculative steps and seconds for g = 1..G (G1)."""
+        """Plain chain-steps per second (G2); speculative steps and seconds, g = 1..G (G1)."""
         a, b = self.calls.coefficients
         plain = n / max(a + b * n + self.plain_engine.value, 1e-12)
         survive = survival(self.hits, self.at_risk, self.pseudo_count)

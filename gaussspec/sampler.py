@@ -935,7 +935,8 @@ class _Run:
         # --- drafting, ONE batched target call, verification ----------------------------------
         path, draft_means, noises, steps = self._draft(x0, t0_host, memory0, stale, lengths, chains_np)
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
-            drafting_time = time.perf_counter() - round_start - (self.stats.target_time - target_time)
+            frozen_call = self.stats.target_time - target_time
+            drafting_time = time.perf_counter() - round_start - frozen_call
         next_width = 0 if self.adaptive is not None else gamma  # the next round's draft noise
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
             path, steps, lengths, stale, memory0,

@@ -109,7 +109,7 @@ def test_policy_goes_plain_then_explores_within_its_budget():
     plain, steps, seconds = state.rates(8, False)
     loss = seconds[0] - steps[0] / plain  # ~0.85 ms: g=1 costs ~2.95 ms, a plain step 2.1 ms
     assert 0.01 * state.plain_time_since_round >= loss > 0.0005
-    assert 0.01 * (state.plain_time_since_round - 0.0021 * last_burst) < loss  # not one burst sooner
+    assert 0.01 * (state.plain_time_since_round - 0.0021 * last_burst) < loss  # not sooner
 
 
 def test_settings_are_validated():
