@@ -710,11 +710,11 @@ class _Run:
     def _draft_noise(self, chains_np, lengths, steps):
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
 
-        With a fixed draft length every round draws the next round's noise (gamma positions for
-        each of its chains) in the background while its target call runs; chains that finished
-        or draft fewer positions leave draws unused, which keeps the draws independent of
-        everything they are combined with. The first round (and adaptive runs, whose next
-        length is not known yet) draws in the foreground.
+        Every round draws the next round's noise (its own draft length of positions for each of
+        its chains) in the background while its target call runs; chains that finished or draft
+        fewer positions leave draws unused, which keeps the draws independent of everything they
+        are combined with. The first round draws in the foreground, and so does an adaptive
+        round for the positions beyond the previous round's length.
         """
         width = int(lengths.max())
         if self.prefetched is not None:
@@ -722,6 +722,12 @@ class _Run:
             self.prefetched = None
             if len(prefetched_chains) != len(chains_np) or (prefetched_chains != chains_np).any():
                 block = block[self._device_index(np.searchsorted(prefetched_chains, chains_np))]
+            if block.shape[1] < width:  # an adaptive round drafting further than the last one
+                tick = time.perf_counter()
+                extra = self.random.normal(chains_np, np.maximum(lengths - block.shape[1], 0),
+                                           self.noise_shape, self.dtype)
+                self.stats.noise_time += time.perf_counter() - tick
+                block = torch.cat([block, extra[:, : width - block.shape[1]]], dim=1)
             block = block[:, :width]
             return block if block.is_contiguous() else block.contiguous()
         tick = time.perf_counter()
@@ -937,7 +943,7 @@ class _Run:
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
-        next_width = 0 if self.adaptive is not None else gamma  # the next round's draft noise
+        next_width = gamma  # the next round's draft noise (adaptive: as long as this round's)
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
             path, steps, lengths, stale, memory0,
             lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
