@@ -21,31 +21,14 @@ import torch
 import gaussspec as gs
 from gaussspec.distributed import init_from_environment, sample_distributed
 
-
-class MLPScoreULA(gs.GaussianKernel):
-    """ULA with a score network (64 -> 2048 -> 64): compute-bound per chain."""
-
-    def __init__(self, num_steps, dimension=64, hidden=2048, step_size=0.01):
-        g = torch.Generator().manual_seed(0)
-        self.w1 = torch.randn(dimension, hidden, generator=g) / dimension**0.5
-        self.w2 = torch.randn(hidden, dimension, generator=g) / hidden**0.5 * 0.5
-        self.h, self.num_steps, self.event_shape = step_size, num_steps, (dimension,)
-        self.cov = gs.IsotropicCovariance((2 * step_size) ** 0.5)
-
-    def covariance(self, t):
-        return self.cov
-
-    def evaluate(self, x, t):
-        return -x + torch.tanh(x @ self.w1) @ self.w2
-
-    def mean_from(self, x, t, score):
-        return x + self.h * score
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead import ScoreNetworkULA  # noqa: E402  (the same score network, at d = 64)
 
 
 def worker(args):
     torch.set_num_threads(1)
     rank, world = init_from_environment("gloo")
-    kernel = MLPScoreULA(args.steps)
+    kernel = ScoreNetworkULA(dimension=64, num_steps=args.steps)  # 64 -> 2048 -> 64
     x0 = torch.zeros(args.chains, 64)
     out = {}
     for kind in ("plain", "speculative"):

@@ -148,6 +148,37 @@ def _gaussian_step(kernel: GaussianKernel, mean: torch.Tensor, t: torch.Tensor,
     return covariance.step(mean, noise, tuple(kernel.event_shape))  # m + L xi
 
 
+def _plain_step(kernel: GaussianKernel, x: torch.Tensor, t: torch.Tensor, memory,
+                randomness: Randomness, chain_ids: np.ndarray, chains: torch.Tensor,
+                stats: SamplingStats):
+    """One plain step ``x' = m(x, t) + L_t xi`` of every chain in ``x`` (one target call).
+
+    Shared by :func:`sample_chain` and the adaptive sampler's plain bursts, so both make the same
+    draws. Returns ``(x_next, memory_next, evaluation)``; the evaluation is the mean itself for a
+    kernel that does not split ``evaluate``/``mean_from``.
+    """
+    name = f"{type(kernel).__name__} mean"
+    tick = time.perf_counter()
+    if kernel.splits_evaluation:
+        evaluation = kernel.evaluate(x, t)
+        stats.target_time += time.perf_counter() - tick
+        tick = time.perf_counter()
+        if kernel.has_memory:
+            mean = kernel.mean_from(x, t, evaluation, memory)
+        else:
+            mean = kernel.mean_from(x, t, evaluation)
+    else:
+        evaluation = mean = kernel.mean(x, t)
+    stats.target_time += time.perf_counter() - tick
+    stats.target_evaluations += x.shape[0]
+    _check_mean_shape(mean, tuple(x.shape), name, x.device)
+    _check_finite(mean, name, t, chains)
+    x_next = _gaussian_step(kernel, mean, t, randomness, chain_ids, stats)
+    if kernel.has_memory:
+        memory = kernel.next_memory(x, t, memory, evaluation, x_next)
+    return x_next, memory, evaluation
+
+
 def sample_chain(
     kernel: GaussianKernel,
     x0: torch.Tensor,
@@ -184,28 +215,13 @@ def sample_chain(
         trajectory = x0.new_empty((num_steps + 1, *x0.shape))
         trajectory[0] = x0
     bar = _Progress(num_steps, progress)
-    expected = tuple(x0.shape)
     for step in range(num_steps):
         t = torch.full((num_chains,), step, dtype=torch.int64, device=x0.device)
-        tick = time.perf_counter()
-        if kernel.has_memory:
-            evaluation = kernel.evaluate(x, t)
-            stats.target_time += time.perf_counter() - tick
-            mean = kernel.mean_from(x, t, evaluation, memory)
-        else:
-            mean = kernel.mean(x, t)
-            stats.target_time += time.perf_counter() - tick
-        _check_mean_shape(mean, expected, f"{type(kernel).__name__}.mean", x.device)
-        _check_finite(mean, f"{type(kernel).__name__} mean", t, chains)
-        x_next = _gaussian_step(kernel, mean, t, randomness, chain_ids, stats)
-        if kernel.has_memory:
-            memory = kernel.next_memory(x, t, memory, evaluation, x_next)
-        x = x_next
+        x, memory, _ = _plain_step(kernel, x, t, memory, randomness, chain_ids, chains, stats)
         if trajectory is not None:
             trajectory[step + 1] = x
         stats.rounds += 1
         stats.sequential_target_calls += 1
-        stats.target_evaluations += num_chains
         bar.update(1)
     bar.close()
     zeros = np.zeros(num_chains, dtype=np.int64)
@@ -554,7 +570,7 @@ class _Run:
         as speculative rounds do, and reports the burst's costs to the adaptive policy.
         """
         start, target_before = time.perf_counter(), self.stats.target_time
-        n, shape = len(chains_np), self.event_shape
+        n = len(chains_np)
         all_chains = n == self.num_chains
         chains = self.chain_ids if all_chains else self._device_index(chains_np)
         x = self.x if all_chains else self.x[chains]
@@ -562,20 +578,10 @@ class _Run:
         memory = None
         if self.memory is not None:
             memory = self.memory if all_chains else self.memory[chains]
-        name = f"{type(self.target).__name__} mean"
         for _ in range(count):
-            evaluation = self._target_evaluate(x, t)
-            mean = self._target_mean(x, t, evaluation, memory)
-            _check_mean_shape(mean, tuple(x.shape), name, x.device)
-            _check_finite(mean, name, t, chains)
-            covariance = self.target.covariance(t)
-            tick = time.perf_counter()
-            noise = self.random.normal(chains_np, None, covariance.noise_shape(shape), self.dtype)
-            self.stats.noise_time += time.perf_counter() - tick
-            x_next = covariance.step(mean, noise, shape)  # m_q + L xi
-            if memory is not None:
-                memory = self.target.next_memory(x, t, memory, evaluation, x_next)
-            x, t = x_next, t + 1
+            x, memory, evaluation = _plain_step(self.target, x, t, memory, self.random,
+                                                chains_np, chains, self.stats)
+            t = t + 1
             if self.trajectory is not None or self.stream is not None:
                 self._record(t, chains, x)
         if all_chains:
@@ -961,11 +967,9 @@ class _Run:
             stepped = self._step_general(means, draft_means, noises, steps, lengths, chains_np,
                                          uniforms, residual_uniforms, fresh)
         tau, log_w, new_x, finite = stepped
-        tau_t = self._device_index(tau)
-        t_next = self._device_index(t0_host + tau)
         if not finite:  # a non-finite mean reached the new state
             self._check_grid(means, draft_means, steps, lengths, chains_np, 0)
-            _check_finite(new_x, "the new state", t_next, chains)
+            _check_finite(new_x, "the new state", self._device_index(t0_host + tau), chains)
 
         # --- advance the chains -------------------------------------------------------------
         tau_eval = None
@@ -973,7 +977,8 @@ class _Run:
             at_tau = self._device_index(flat_index[np.arange(n), tau])
             tau_eval = _tree_map(lambda e: torch.index_select(e, 0, at_tau), evaluations)
         if target.has_memory:
-            rows = self.chain_ids[:n]
+            rows, tau_t = self.chain_ids[:n], self._device_index(tau)
+            t_next = self._device_index(t0_host + tau)
             new_memory = target.next_memory(
                 path[rows, tau_t], t_next, target_memory[rows, tau_t], tau_eval, new_x
             )
@@ -996,7 +1001,7 @@ class _Run:
             a_rows, a_pos = self._device_index(a_rows), self._device_index(a_pos)
             if len(a_rows):
                 self._record(steps[a_rows, a_pos], chains[a_rows], path[a_rows, a_pos])
-            self._record(t_next + 1, chains, new_x)
+            self._record(self._device_index(t0_host + tau + 1), chains, new_x)
         if all_chains:
             self.x = new_x
         else:

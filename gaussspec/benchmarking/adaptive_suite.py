@@ -16,6 +16,7 @@ import gaussspec as gs
 from gaussspec.benchmarking import harness
 from gaussspec.benchmarking.kernels import CallCost, LinearULA, ScoreNetworkULA
 from gaussspec.benchmarking.report import Column, Section, SuiteResult, new_figure, save_figure
+from gaussspec.benchmarking.report import run_columns
 from gaussspec.benchmarking.synthetic import DRAFT_STEP_SECONDS as U
 
 __all__ = ["run", "Case", "cases", "TOLERANCE"]
@@ -149,11 +150,7 @@ def run(result: SuiteResult, out_dir, quick: bool, repeats: int, tiny: bool = Fa
     result.sections.append(Section(
         "All runs", "; ".join(f"*{v['case']}*: {v['description']}" for v in verdicts) + ".",
         (Column("case", "case"), Column("sampler", "label"),
-         Column("block eff.", "block_efficiency", "{:.2f}"),
-         Column("mean gamma", "mean_draft_length", "{:.2f}"),
-         Column("seq. calls", "sequential_target_calls"), Column("wall s", "wall_s", "{:.3f}"),
-         Column("engine share", "overhead_share", "{:.1%}"),
-         Column("speed-up", "speedup", "{:.2f}x")),
+         *run_columns()),
         all_rows))
     figure, (axis,) = new_figure(1, width=9.0, height=4.0)
     names = [v["case"] for v in verdicts]

@@ -19,6 +19,7 @@ import gaussspec as gs
 from gaussspec.benchmarking import harness
 from gaussspec.benchmarking.kernels import CallCost, ScoreNetworkULA
 from gaussspec.benchmarking.report import Column, Section, SuiteResult, new_figure, save_figure
+from gaussspec.benchmarking.report import run_columns
 
 __all__ = ["run", "CONFIGS", "TARGET_CALL_SECONDS"]
 
@@ -154,10 +155,7 @@ def run(result: SuiteResult, out_dir, quick: bool, repeats: int, tiny: bool = Fa
         "All runs",
         setting,
         (Column("eta", "noise_level"), Column("sampler", "label"),
-         Column("block eff.", "block_efficiency", "{:.2f}"),
-         Column("seq. calls", "sequential_target_calls"), Column("wall s", "wall_s", "{:.3f}"),
-         Column("engine share", "overhead_share", "{:.1%}"),
-         Column("speed-up", "speedup", "{:.2f}x")),
+         *run_columns(mean_draft_length=False)),
         rows))
     _figures(result, rows, out_dir)
     result.summary += [

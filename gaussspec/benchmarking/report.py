@@ -14,7 +14,7 @@ import attrs
 import torch
 
 __all__ = ["Column", "Section", "SuiteResult", "machine_meta", "markdown_table", "write_result",
-           "new_figure"]
+           "new_figure", "run_columns"]
 
 
 @attrs.frozen
@@ -24,6 +24,19 @@ class Column:
     header: str
     key: str
     fmt: str = "{}"
+
+
+def run_columns(mean_draft_length: bool = True) -> tuple:
+    """The columns every per-run table ends with (row keys as ``harness.measure`` writes them).
+
+    Block efficiency, the mean draft length (optional), sequential target calls, wall-clock, the
+    engine's share of it and the speed-up over the plain chain.
+    """
+    gamma = (Column("mean gamma", "mean_draft_length", "{:.2f}"),) if mean_draft_length else ()
+    return (Column("block eff.", "block_efficiency", "{:.2f}"), *gamma,
+            Column("seq. calls", "sequential_target_calls"), Column("wall s", "wall_s", "{:.3f}"),
+            Column("engine share", "overhead_share", "{:.1%}"),
+            Column("speed-up", "speedup", "{:.2f}x"))
 
 
 @attrs.frozen

@@ -16,6 +16,7 @@ import gaussspec as gs
 from gaussspec.benchmarking import harness
 from gaussspec.benchmarking.kernels import CallCost, LinearULA, predicted_acceptance
 from gaussspec.benchmarking.report import Column, Section, SuiteResult, new_figure, save_figure
+from gaussspec.benchmarking.report import run_columns
 
 __all__ = ["run", "DRAFT_STEP_SECONDS"]
 
@@ -170,11 +171,7 @@ def run(result: SuiteResult, out_dir, quick: bool, repeats: int, tiny: bool = Fa
         "states; *throughput*: c u per batch of B states (a round on B (gamma + 1) states costs "
         "(gamma + 1) c u). Engine time comes on top of the simulated costs.",
         (Column("cost model", "cost_model"), Column("c", "cost_ratio"), Column("sampler", "label"),
-         Column("block eff.", "block_efficiency", "{:.2f}"),
-         Column("mean gamma", "mean_draft_length", "{:.2f}"),
-         Column("seq. calls", "sequential_target_calls"), Column("wall s", "wall_s", "{:.3f}"),
-         Column("engine share", "overhead_share", "{:.1%}"),
-         Column("speed-up", "speedup", "{:.2f}x")),
+         *run_columns()),
         cost_rows))
     _figures(result, dims_rows, cost_rows, out_dir)
     first, last = dims_rows[0], dims_rows[-1]
