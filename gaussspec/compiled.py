@@ -27,8 +27,8 @@ import torch
 
 from gaussspec.residual import _NODES, _WEIGHTS, _block_lengths, _sample_one
 
-__all__ = ["fused_verify", "fused_next_states", "host_grid", "FusedVerification", "TARGET_DRAW",
-           "RESIDUAL_DRAW", "REFLECTION"]
+__all__ = ["fused_verify", "fused_next_states", "gather_rows", "host_grid", "FusedVerification",
+           "TARGET_DRAW", "RESIDUAL_DRAW", "REFLECTION"]
 
 #: How :func:`fused_next_states` makes a chain's next state.
 TARGET_DRAW, RESIDUAL_DRAW, REFLECTION = 0, 1, 2
@@ -221,3 +221,21 @@ def fused_next_states(
     """
     return bool(np.isfinite(_next_states(target, draft, noise, fresh, tau, mode, shift, std, out)))
 
+
+
+@numba.njit(nogil=True)
+def _gather_rows(source, flat_index, tau, out):
+    for b in range(out.shape[0]):
+        out[b, :] = source[flat_index[b, tau[b]]]
+
+
+def gather_rows(source: np.ndarray, flat_index: np.ndarray, tau: np.ndarray, out: np.ndarray) -> None:
+    """``out[b] = source[flat_index[b, tau[b]]]``: each chain's row at its accepted slot.
+
+    Args:
+        source: ``(rows, features)`` the flat rows (a target call's output).
+        flat_index: ``(n, w + 1)`` int64 flat row of each grid slot.
+        tau: ``(n,)`` int64 accepted lengths.
+        out: ``(n, features)`` where the rows are written (same dtype as ``source``).
+    """
+    _gather_rows(source, flat_index, tau, out)

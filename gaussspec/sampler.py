@@ -23,7 +23,7 @@ import torch
 
 from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
-from gaussspec.compiled import fused_next_states, fused_verify, host_grid
+from gaussspec.compiled import fused_next_states, fused_verify, gather_rows, host_grid
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.covariance import IsotropicCovariance
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
@@ -39,6 +39,8 @@ from gaussspec.verification import (
 )
 
 __all__ = ["SampleResult", "SpeculativeSampler", "sample_chain", "NonFiniteMeanError"]
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}  # the compiled paths' dtypes
 
 
 class NonFiniteMeanError(FloatingPointError):
@@ -399,6 +401,8 @@ class _Run:
         self.positions = np.arange(self.gamma + 1)
         self.fused_verification = (self.device.type == "cpu"  # compiled CPU paths (until a round
                                    and self.dtype in (torch.float32, torch.float64))  # says no)
+        self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
+        self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
         self.has_cache = np.zeros(self.num_chains, dtype=bool)
         self.trajectory = None
         if return_trajectory:
@@ -790,8 +794,10 @@ class _Run:
             return (*self._target_scan(path, steps, lengths, evaluations, flat_index, memory0),
                     draws)
         flat_means = self._target_mean(flat_states, flat_steps, evaluations, None)
-        _check_mean_shape(flat_means, (flat_states.shape[0], *shape),
-                          f"{type(target).__name__} mean", flat_states.device)
+        if (not isinstance(flat_means, torch.Tensor) or flat_means.shape != flat_states.shape
+                or flat_means.device != flat_states.device):
+            _check_mean_shape(flat_means, (flat_states.shape[0], *shape),
+                              f"{type(target).__name__} mean", flat_states.device)
         if full and not frozen:
             means = flat_means.view(n, width + 1, *shape)
         else:
@@ -833,29 +839,46 @@ class _Run:
         _check_finite(means[at], f"{type(self.target).__name__} mean", steps[at],
                       self._device_index(chains_np[rows]))
 
-    def _step_compiled(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
-                       residual_uniforms, fresh):
-        """Verification and the next states by the compiled CPU path, or None if it does not apply.
+    def _compiled_inputs(self, draft_means, noises, steps, lengths):
+        """What the compiled CPU path needs besides the target means, made before the target call.
 
-        Returns ``(tau, log_w, next_states, finite)`` like :meth:`_step_general`.
+        Everything here depends on the drafts only, so it runs while the caches are warm rather
+        than after the call (which streams the kernel's weights through them).
+
+        Returns ``(std, draft, noise, new_x, out)``: the ``(n, width + 1)`` std of the step leaving
+        each slot, host views of the draft means and noise, the tensor the next states go to and
+        its host view; or None when the covariance is not isotropic.
         """
         n, width = len(lengths), steps.shape[1] - 1
-        std = self._isotropic_std(self.target.covariance(steps.reshape(-1)), steps.numel())
-        if std is None or not (means.dtype == self.dtype and means.is_contiguous()):
+        std = self._std_grid(self.target.covariance(steps.reshape(-1)), n, width + 1)
+        if std is None:
             return None
-        std = np.ascontiguousarray(std.reshape(n, width + 1))  # std of the step leaving each slot
-        target = host_grid(means, n, width + 1)
-        draft = host_grid(draft_means, n, width) if width else host_grid(None, n).astype(target.dtype)
-        noise = host_grid(noises, n, width) if width else draft
+        if width:
+            draft, noise = host_grid(draft_means, n, width), host_grid(noises, n, width)
+        else:
+            draft = noise = np.zeros((n, 1, 1), dtype=_NUMPY_DTYPES[self.dtype])
+        new_x = torch.empty((n, *self.event_shape), dtype=self.dtype, device=self.device)
+        return std, draft, noise, new_x, host_grid(new_x, n)
+
+    def _step_compiled(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
+                       residual_uniforms, fresh, inputs):
+        """Verification and the next states by the compiled CPU path, or None if it does not apply.
+
+        ``inputs`` is what :meth:`_compiled_inputs` prepared (None: not isotropic). Returns
+        ``(tau, log_w, next_states, finite)`` like :meth:`_step_general`.
+        """
+        if inputs is None or not (means.dtype == self.dtype and means.is_contiguous()):
+            return None
+        std, draft, noise, new_x, out = inputs
+        target = host_grid(means, len(lengths), steps.shape[1])
         found = fused_verify(target, draft, noise, lengths, std, uniforms, residual_uniforms,
                              self.verification == "token", self.coupling == "reflection")
         if found.status == 1:  # a drafted slot's log ratio is not finite: find the culprit
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
         if found.status != 0:
             return None  # a zero std (mutually singular) or an overflow: the general path decides
-        new_x = torch.empty_like(fresh, memory_format=torch.contiguous_format)
-        finite = fused_next_states(target, draft, noise, host_grid(fresh, n), found.tau, found.mode,
-                                   found.shift, std, host_grid(new_x, n))
+        finite = fused_next_states(target, draft, noise, host_grid(fresh, len(lengths)), found.tau,
+                                   found.mode, found.shift, std, out)
         return found.tau, found.log_weight, new_x, finite
 
     def _step_general(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
@@ -906,15 +929,48 @@ class _Run:
             new_x = covariance.step(base, fresh, shape)  # bonus or target draw: m_q + L zeta
         return tau, log_w, new_x, bool(torch.isfinite(new_x.sum()))
 
-    @staticmethod
-    def _isotropic_std(covariance, n: int) -> np.ndarray | None:
-        """``(n,)`` host stds of an isotropic covariance, or None for any other kind."""
+    def _std_grid(self, covariance, n: int, columns: int) -> np.ndarray | None:
+        """``(n, columns)`` host stds of an isotropic covariance, or None for any other kind.
+
+        A scalar std gives a grid kept across rounds (the compiled calls only read it).
+        """
         if not isinstance(covariance, IsotropicCovariance):
             return None
         if covariance._scalar is not None:
-            return np.full(n, covariance._scalar)  # a few microseconds; kept simple
+            key = (covariance._scalar, n, columns)
+            grid = self.std_grids.get(key)
+            if grid is None:
+                if len(self.std_grids) > 64:  # a std that changes every step: keep a few
+                    self.std_grids.clear()
+                grid = self.std_grids[key] = np.full((n, columns), covariance._scalar)
+            return grid
         std = covariance.std.detach().to(torch.float64).cpu().numpy().reshape(-1)
-        return np.broadcast_to(std, (n,)) if std.size in (1, n) else None
+        if std.size not in (1, n * columns):
+            return None
+        return np.ascontiguousarray(np.broadcast_to(std, (n * columns,)).reshape(n, columns))
+
+    def _evaluations_at(self, evaluations, flat_index: np.ndarray, tau: np.ndarray):
+        """Each chain's target evaluation at its accepted slot, ``evaluations[flat_index[b, tau_b]]``.
+
+        A plain float CPU tensor is gathered by one compiled call into one of two buffers kept
+        across rounds (the free drafter's cache, read by the next round's drafts: never the
+        buffer holding the current cache); anything else (a tree, another device, a kernel with
+        memory that may keep it) by ``index_select`` into new tensors.
+        """
+        n = len(tau)
+        if (self.on_cpu and not self.target.has_memory and isinstance(evaluations, torch.Tensor)
+                and evaluations.dtype in _NUMPY_DTYPES and evaluations.is_contiguous()
+                and not evaluations.requires_grad and evaluations.ndim >= 1):
+            key = (n, tuple(evaluations.shape[1:]), evaluations.dtype)
+            pair = self.cache_buffers.get(key)
+            if pair is None:
+                pair = self.cache_buffers[key] = [evaluations.new_empty((n, *key[1])) for _ in "ab"]
+            out = pair[1] if pair[0] is self.cache else pair[0]
+            gather_rows(host_grid(evaluations, evaluations.shape[0]), flat_index, tau,
+                        host_grid(out, n))
+            return out
+        at_tau = self._device_index(flat_index[np.arange(n), tau])
+        return _tree_map(lambda e: torch.index_select(e, 0, at_tau), evaluations)
 
     def _round(self, chains_np: np.ndarray) -> None:
         target, gamma, shape, device = self.target, self.gamma, self.event_shape, self.device
@@ -950,6 +1006,9 @@ class _Run:
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
         next_width = gamma  # the next round's draft noise (adaptive: as long as this round's)
+        inputs = None
+        if self.fused_verification:  # L = std I on CPU: prepared while the caches are warm
+            inputs = self._compiled_inputs(draft_means, noises, steps, lengths)
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
             path, steps, lengths, stale, memory0,
             lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
@@ -960,9 +1019,9 @@ class _Run:
         if next_noise is not None:
             self.prefetched = (chains_np, next_noise)
         stepped = None
-        if self.fused_verification:  # L = std I on CPU: two compiled calls do the rest
+        if inputs is not None:  # L = std I on CPU: two compiled calls do the rest
             stepped = self._step_compiled(means, draft_means, noises, steps, lengths, chains_np,
-                                          uniforms, residual_uniforms, fresh)
+                                          uniforms, residual_uniforms, fresh, inputs)
         if stepped is None:
             stepped = self._step_general(means, draft_means, noises, steps, lengths, chains_np,
                                          uniforms, residual_uniforms, fresh)
@@ -974,8 +1033,7 @@ class _Run:
         # --- advance the chains -------------------------------------------------------------
         tau_eval = None
         if target.has_memory or self.drafter.source == "free":
-            at_tau = self._device_index(flat_index[np.arange(n), tau])
-            tau_eval = _tree_map(lambda e: torch.index_select(e, 0, at_tau), evaluations)
+            tau_eval = self._evaluations_at(evaluations, flat_index, tau)
         if target.has_memory:
             rows, tau_t = self.chain_ids[:n], self._device_index(tau)
             t_next = self._device_index(t0_host + tau)
