@@ -403,6 +403,7 @@ class _Run:
                                    and self.dtype in (torch.float32, torch.float64))  # says no)
         self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
         self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
+        self.state_buffers: dict[int, list] = {}  # two next-state tensors (and host views) per n
         self.has_cache = np.zeros(self.num_chains, dtype=bool)
         self.trajectory = None
         if return_trajectory:
@@ -645,10 +646,10 @@ class _Run:
     def _draft(self, x0, t0_host, memory0, stale, lengths, chains_np):
         """Draft up to ``lengths[b]`` steps per chain: the padded ``(n, width + 1)`` path grid.
 
-        Returns ``(path, draft_means, noises, steps)``; ``path[:, 0] = x0`` and
+        Returns ``(path, draft_means, noises, steps, covariance)``; ``path[:, 0] = x0`` and
         ``path[:, i] = m_p(path[:, i - 1]) + L xi_i`` where chain ``b`` drafts ``i <= lengths[b]``
         (the rest is zero padding), ``steps[b, i] = t0[b] + min(i, lengths[b])`` on the states'
-        device.
+        device, and the target's covariance at every slot of ``steps`` (flattened).
         """
         target, shape, n = self.target, self.event_shape, len(lengths)
         width, shortest = int(lengths.max()), int(lengths.min())
@@ -658,16 +659,19 @@ class _Run:
         # step of each position; padding repeats the chain's last drafted step (a valid index)
         positions = self.positions[: width + 1]
         steps = self._device_index(t0_host[:, None] + np.minimum(positions, lengths[:, None]))
+        grid_covariance = target.covariance(steps.reshape(-1))
         if width == 0:
-            return path, None, None, steps
+            return path, None, None, steps, grid_covariance
+        # one std for every slot (L = std I): no covariance call per position
+        scalar = grid_covariance._scalar if isinstance(grid_covariance, IsotropicCovariance) else None
         draft_means = self._grid("draft_means", (n, width, *shape), zero)
         noises = self._draft_noise(chains_np, lengths, steps)
         draft_memory = None
         if self.draft_kernel.has_memory:
             draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
             draft_memory[:, 0] = memory0
-        path_at, steps_at = path.unbind(1), steps.unbind(1)  # per-position views, made once
-        draft_at, noise_at = draft_means.unbind(1), noises.unbind(1)
+        path_at, steps_at = self._columns("path", path), steps.unbind(1)  # per-position views
+        noise_at = noises.unbind(1)
         full_means = []  # draft means of the positions every chain drafts, stored in one op below
         for i in range(1, width + 1):
             every = i <= shortest  # every chain drafts position i: plain views, no gathers
@@ -681,13 +685,14 @@ class _Run:
             mean, evaluation = self._draft_mean(x_prev, t_prev, mem_prev, rows_stale)
             if mean.shape != x_prev.shape or mean.device != x_prev.device:
                 _check_mean_shape(mean, tuple(x_prev.shape), "draft mean", x_prev.device)
+            if every and scalar is not None and draft_memory is None:  # no temporaries
+                full_means.append(mean)
+                torch.add(mean, noise_at[i - 1], alpha=scalar, out=path_at[i])  # m_p + std xi
+                continue
             covariance = target.covariance(t_prev)
             if every:
                 full_means.append(mean)
-                if getattr(covariance, "_scalar", None) is not None:  # no temporaries
-                    torch.add(mean, noise_at[i - 1], alpha=covariance._scalar, out=path_at[i])  # m_p + std xi
-                else:
-                    path_at[i].copy_(covariance.step(mean, noise_at[i - 1], shape))  # m_p + L xi
+                path_at[i].copy_(covariance.step(mean, noise_at[i - 1], shape))  # m_p + L xi
             else:
                 draft_means[rows, i - 1] = mean
                 path[rows, i] = covariance.step(mean, noises[rows, i - 1], shape)  # m_p + L xi
@@ -699,9 +704,9 @@ class _Run:
             torch.stack(full_means, dim=1, out=draft_means)
         else:
             for i, mean in enumerate(full_means):
-                draft_at[i].copy_(mean)
+                draft_means[:, i].copy_(mean)
         self.stats.draft_evaluations += int(lengths.sum())
-        return path, draft_means, noises, steps
+        return path, draft_means, noises, steps, grid_covariance
 
     def _grid(self, name: str, shape: tuple, zero: bool) -> torch.Tensor:
         """A contiguous ``shape`` view of a buffer kept across rounds (no allocation, no page
@@ -716,6 +721,22 @@ class _Run:
                                                  if isinstance(k, str) and k != name}}
             view = self.buffers[(name, shape)] = buffer[:size].view(shape)
         return view.zero_() if zero else view
+
+    def _columns(self, name: str, view: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``view.unbind(1)`` of a :meth:`_grid` view, kept with it across rounds."""
+        key = (name + ".columns", tuple(view.shape))
+        columns = self.buffers.get(key)
+        if columns is None or columns[0].data_ptr() != view.data_ptr():
+            columns = self.buffers[key] = view.unbind(1)
+        return columns
+
+    def _host(self, name: str, view: torch.Tensor) -> np.ndarray:
+        """The host array ``(rows, columns, features)`` of a CPU :meth:`_grid` view, kept with it."""
+        key = (name + ".host", tuple(view.shape))
+        host = self.buffers.get(key)
+        if host is None or host.ctypes.data != view.data_ptr():
+            host = self.buffers[key] = host_grid(view, view.shape[0], view.shape[1])
+        return host
 
     def _draft_noise(self, chains_np, lengths, steps):
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
@@ -839,26 +860,35 @@ class _Run:
         _check_finite(means[at], f"{type(self.target).__name__} mean", steps[at],
                       self._device_index(chains_np[rows]))
 
-    def _compiled_inputs(self, draft_means, noises, steps, lengths):
+    def _compiled_inputs(self, covariance, draft_means, noises, steps, lengths):
         """What the compiled CPU path needs besides the target means, made before the target call.
 
         Everything here depends on the drafts only, so it runs while the caches are warm rather
         than after the call (which streams the kernel's weights through them).
 
         Returns ``(std, draft, noise, new_x, out)``: the ``(n, width + 1)`` std of the step leaving
-        each slot, host views of the draft means and noise, the tensor the next states go to and
-        its host view; or None when the covariance is not isotropic.
+        each slot, host views of the draft means and noise, the tensor the next states go to (one
+        of two kept across rounds, never the one holding the current states) and its host view;
+        or None when the covariance is not isotropic.
         """
         n, width = len(lengths), steps.shape[1] - 1
-        std = self._std_grid(self.target.covariance(steps.reshape(-1)), n, width + 1)
+        std = self._std_grid(covariance, n, width + 1)
         if std is None:
             return None
         if width:
-            draft, noise = host_grid(draft_means, n, width), host_grid(noises, n, width)
+            draft, noise = self._host("draft_means", draft_means), host_grid(noises, n, width)
         else:
             draft = noise = np.zeros((n, 1, 1), dtype=_NUMPY_DTYPES[self.dtype])
-        new_x = torch.empty((n, *self.event_shape), dtype=self.dtype, device=self.device)
-        return std, draft, noise, new_x, host_grid(new_x, n)
+        if self.target.has_memory:  # next_memory may keep the new states: a tensor of their own
+            new_x = torch.empty((n, *self.event_shape), dtype=self.dtype)
+            return std, draft, noise, new_x, host_grid(new_x, n)
+        pair = self.state_buffers.get(n)
+        if pair is None:
+            pair = self.state_buffers[n] = [
+                (state, host_grid(state, n)) for state in
+                (torch.empty((n, *self.event_shape), dtype=self.dtype) for _ in "ab")]
+        new_x, out = pair[1] if pair[0][0] is self.x else pair[0]  # never the current states
+        return std, draft, noise, new_x, out
 
     def _step_compiled(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
                        residual_uniforms, fresh, inputs):
@@ -1001,14 +1031,15 @@ class _Run:
             stale = self.cache if all_chains else _tree_map(lambda c: c[chains], self.cache)
 
         # --- drafting, ONE batched target call, verification ----------------------------------
-        path, draft_means, noises, steps = self._draft(x0, t0_host, memory0, stale, lengths, chains_np)
+        path, draft_means, noises, steps, grid_covariance = self._draft(
+            x0, t0_host, memory0, stale, lengths, chains_np)
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
         next_width = gamma  # the next round's draft noise (adaptive: as long as this round's)
         inputs = None
         if self.fused_verification:  # L = std I on CPU: prepared while the caches are warm
-            inputs = self._compiled_inputs(draft_means, noises, steps, lengths)
+            inputs = self._compiled_inputs(grid_covariance, draft_means, noises, steps, lengths)
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
             path, steps, lengths, stale, memory0,
             lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
