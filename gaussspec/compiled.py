@@ -120,7 +120,8 @@ def host_grid(tensor: torch.Tensor | None, rows: int, columns: int | None = None
     if tensor is None:
         return np.zeros((rows, 1, 1), dtype=np.float64)
     lead = (rows,) if columns is None else (rows, columns)
-    return tensor.detach().reshape(*lead, -1).numpy()
+    array = tensor.detach().numpy() if tensor.requires_grad else tensor.numpy()
+    return array.reshape(*lead, -1)
 
 
 def fused_verify(
@@ -154,7 +155,7 @@ def fused_verify(
 @numba.njit(fastmath=_FAST, nogil=True)
 def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
     n, d = fresh.shape
-    total = 0.0
+    total = 0.0  # NaN or inf anywhere poisons the sum
     for b in range(n):
         k = tau[b]
         scale = std[b, k]
@@ -189,7 +190,7 @@ def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
                     np.float64(noise[b, k, j]) - 2.0 * along * gap * inverse)
                 out[b, j] = value
                 total += value
-    return total
+    return math.isfinite(total)
 
 
 def fused_next_states(
@@ -219,7 +220,7 @@ def fused_next_states(
     Returns:
         False when any written value is NaN or inf.
     """
-    return bool(np.isfinite(_next_states(target, draft, noise, fresh, tau, mode, shift, std, out)))
+    return _next_states(target, draft, noise, fresh, tau, mode, shift, std, out)
 
 
 

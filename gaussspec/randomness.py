@@ -43,10 +43,11 @@ class Pending:
     def start(cls, work: Callable[[], object]) -> "Pending":
         """Run ``work`` on the one background thread (started on first use)."""
         global _WORKER
-        with _WORKER_LOCK:
-            if _WORKER is None:
-                _WORKER = threading.Thread(target=_serve, name="gaussspec-draws", daemon=True)
-                _WORKER.start()
+        if _WORKER is None:  # checked again under the lock
+            with _WORKER_LOCK:
+                if _WORKER is None:
+                    _WORKER = threading.Thread(target=_serve, name="gaussspec-draws", daemon=True)
+                    _WORKER.start()
         answer: queue.SimpleQueue = queue.SimpleQueue()  # one per request: callers never mix
         _REQUESTS.put((work, answer))
         return cls(answer)

@@ -405,6 +405,7 @@ class _Run:
         self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
         self.state_buffers: dict[int, list] = {}  # two next-state tensors (and host views) per n
         self.has_cache = np.zeros(self.num_chains, dtype=bool)
+        self.all_cached = False  # every chain has a free-drafter cache (then has_cache is all True)
         self.trajectory = None
         if return_trajectory:
             self.trajectory = x0.new_empty((self.num_steps + 1, *x0.shape))
@@ -620,7 +621,9 @@ class _Run:
         """Add the rounds' accepted and drafted lengths to ``stats`` (one call for many rounds)."""
         if self.pending_stats:
             accepted, drafted = zip(*self.pending_stats)
-            self.stats.record_round(np.concatenate(accepted), np.concatenate(drafted))
+            drafted = np.concatenate(drafted)
+            self.stats.record_round(np.concatenate(accepted), drafted)
+            self.stats.draft_evaluations += int(drafted.sum())  # every drafted state, one draft mean
             self.pending_stats = []
 
     def _rows(self, lengths: np.ndarray, at_least: int):
@@ -705,7 +708,6 @@ class _Run:
         else:
             for i, mean in enumerate(full_means):
                 draft_means[:, i].copy_(mean)
-        self.stats.draft_evaluations += int(lengths.sum())
         return path, draft_means, noises, steps, grid_covariance
 
     def _grid(self, name: str, shape: tuple, zero: bool) -> torch.Tensor:
@@ -747,7 +749,7 @@ class _Run:
         are combined with. The first round draws in the foreground, and so does an adaptive
         round for the positions beyond the previous round's length.
         """
-        width = int(lengths.max())
+        width = steps.shape[1] - 1
         if self.prefetched is not None:
             prefetched_chains, block = self.prefetched
             self.prefetched = None
@@ -994,10 +996,11 @@ class _Run:
             key = (n, tuple(evaluations.shape[1:]), evaluations.dtype)
             pair = self.cache_buffers.get(key)
             if pair is None:
-                pair = self.cache_buffers[key] = [evaluations.new_empty((n, *key[1])) for _ in "ab"]
-            out = pair[1] if pair[0] is self.cache else pair[0]
-            gather_rows(host_grid(evaluations, evaluations.shape[0]), flat_index, tau,
-                        host_grid(out, n))
+                pair = self.cache_buffers[key] = [
+                    (out, host_grid(out, n)) for out in
+                    (evaluations.new_empty((n, *key[1])) for _ in "ab")]
+            out, host = pair[1] if pair[0][0] is self.cache else pair[0]
+            gather_rows(host_grid(evaluations, evaluations.shape[0]), flat_index, tau, host)
             return out
         at_tau = self._device_index(flat_index[np.arange(n), tau])
         return _tree_map(lambda e: torch.index_select(e, 0, at_tau), evaluations)
@@ -1019,7 +1022,8 @@ class _Run:
             round_start = time.perf_counter()
         lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
         if self.drafter.source == "free":
-            lengths = np.where(self.has_cache[chains_np], lengths, 0)
+            if not self.all_cached:
+                lengths = np.where(self.has_cache[chains_np], lengths, 0)
         width = int(lengths.max())
 
         # --- the frozen evaluation (one extra sequential target call) or the cached one -------
@@ -1084,7 +1088,9 @@ class _Run:
                         lambda e: e.new_zeros((self.num_chains, *e.shape[1:])), tau_eval
                     )
                 _tree_map(lambda c, e: c.__setitem__(chains, e), self.cache, tau_eval)
-            self.has_cache[chains_np] = True
+            if not self.all_cached:
+                self.has_cache[chains_np] = True
+                self.all_cached = bool(self.has_cache.all())
         if self.trajectory is not None or self.stream is not None:
             a_rows, a_pos = self._pairs(tau, 1)
             a_rows, a_pos = self._device_index(a_rows), self._device_index(a_pos)
@@ -1095,7 +1101,10 @@ class _Run:
             self.x = new_x
         else:
             self.x[chains] = new_x
-        self.t_host[chains_np] += tau + 1
+        if all_chains:
+            self.t_host += tau + 1
+        else:
+            self.t_host[chains_np] += tau + 1
         self.pending_stats.append((tau, lengths))  # folded into stats in batches (additive)
         if len(self.pending_stats) >= 64:
             self._fold_stats()
