@@ -27,8 +27,8 @@ from gaussspec.benchmarking.adapter_suites import ROOT
 __all__ = ["main", "profile_round"]
 
 # The round's methods; a line that calls one of them (or a kernel) is not engine time of its own.
-_ROUND_METHODS = ("_round", "_draft", "_draft_noise", "_verify_target", "_step_compiled",
-                  "_step_general")
+_ROUND_METHODS = ("_round", "_draft", "_draft_noise", "_verify_target", "_compiled_inputs",
+                  "_step_compiled", "_step_general", "_evaluations_at")
 _NOT_ENGINE = tuple(f"self.{name}(" for name in _ROUND_METHODS[1:]) + (
     "self._target_evaluate(", "self._draft_mean(", "self._target_mean(", "self._target_scan(")
 
