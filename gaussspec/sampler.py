@@ -717,7 +717,7 @@ class _Run:
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
 
         Every round draws the next round's noise (its own draft length of positions for each of
-        its chains) in the background while its target call runs; chains that finished or draft
+        its chains; an adaptive round two more, up to its maximum) in the background while its target call runs; chains that finished or draft
         fewer positions leave draws unused, which keeps the draws independent of everything they
         are combined with. The first round draws in the foreground, and so does an adaptive
         round for the positions beyond the previous round's length.
@@ -949,7 +949,9 @@ class _Run:
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
-        next_width = gamma  # the next round's draft noise (adaptive: as long as this round's)
+        next_width = gamma  # the next round's draft noise
+        if self.adaptive is not None:  # adaptive: room for the next round to draft 2 further
+            next_width = min(gamma + 2, self.gamma)  # self.gamma: the maximum
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
             path, steps, lengths, stale, memory0,
             lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
