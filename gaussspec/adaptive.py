@@ -23,10 +23,10 @@ a tight loop. All the quantities are measured online:
   phase of each round (so it needs no spread of draft lengths), ``o0`` from the rest of the
   round, ``p0`` from plain bursts, as decaying means.
 
-Engine times are measured robustly: the first round of a run (which pays allocation and
-compilation) is not timed, the first three observations of ``o0``, ``d`` and ``p0`` count as
-their smallest and later ones at most three times the running mean; while ``o0`` rests on fewer
-than three rounds, plain winning sends the policy back to a round rather than into plain bursts.
+Engine times are measured robustly: a round during which numba compiled code is not timed, the
+first two observations of ``o0``, ``d`` and ``p0`` count as their smallest and later ones at most
+three times the running mean; while ``o0`` rests on fewer than two rounds, plain winning sends the
+policy back to a round rather than into plain bursts.
 
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
@@ -48,7 +48,7 @@ __all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "DecayedMean", 
 MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
 _CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
-_SETTLE = 3  # observations before an engine-time estimate is trusted (and averaged)
+_SETTLE = 2  # observations before an engine-time estimate is trusted (and averaged)
 
 
 def _positive(instance, attribute, value):
@@ -76,7 +76,7 @@ class AdaptiveDraftLength:
     """
 
     max_draft_length: int = attrs.field(default=16, validator=_positive)
-    initial_draft_length: int = attrs.field(default=8, validator=_positive)
+    initial_draft_length: int = attrs.field(default=4, validator=_positive)
     decay: float = attrs.field(default=0.9, validator=_unit)
     cost_decay: float = attrs.field(default=0.98, validator=_unit)
     explore_share: float = attrs.field(default=0.005, validator=_unit)
@@ -328,7 +328,7 @@ class AdaptiveState:
     # -- measurements ------------------------------------------------------------------------
 
     def update(self, chains, tau, lengths, call_states, call_time, draft_time, draft_steps,
-               round_time, drafting_time):
+               round_time, drafting_time, timed=True):
         """Fold one speculative round's outcome into the estimates.
 
         Args:
@@ -342,13 +342,15 @@ class AdaptiveState:
             round_time: Seconds for the whole round.
             drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
                 drafted position; the frozen drafter's target call excluded).
+            timed: False when the round paid a one-time cost (a compilation): its engine and
+                drafting times are then left out.
         """
         _fold_round(self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
                     np.asarray(lengths, dtype=np.int64), self.config.decay)  # G3
         calls = 1.0 + (1.0 if self.frozen and draft_steps > 0 else 0.0)
         if call_states > 0:
             self.calls.add(calls, float(call_states), float(call_time))
-        if self.rounds > 0:  # the first round pays one-time costs (allocation, compilation)
+        if timed:
             if draft_steps > 0:
                 self.drafting.add(drafting_time / draft_steps)
             self.engine.add(max(round_time - call_time - drafting_time, 0.0))

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 import torch
 
+from gaussspec import residual
 from gaussspec.residual import _NODES, _WEIGHTS, _block_lengths, _sample_one
 
 __all__ = ["fused_verify", "fused_next_states", "host_grid", "FusedVerification", "TARGET_DRAW",
@@ -221,3 +222,18 @@ def fused_next_states(
     """
     return bool(np.isfinite(_next_states(target, draft, noise, fresh, tau, mode, shift, std, out)))
 
+
+
+
+_DISPATCHERS = tuple(function for module in (residual.__dict__, globals())
+                     for function in list(module.values())
+                     if isinstance(function, numba.core.registry.CPUDispatcher))
+
+
+def compilations() -> int:
+    """How many specialisations numba has compiled so far for the engine's compiled code.
+
+    A round during which this number grows paid for a compilation (about 0.1 s), once per process
+    and array type; the adaptive policy does not time such rounds.
+    """
+    return sum(len(function.signatures) for function in _DISPATCHERS)

@@ -23,7 +23,7 @@ import torch
 
 from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
-from gaussspec.compiled import fused_next_states, fused_verify, host_grid
+from gaussspec.compiled import compilations, fused_next_states, fused_verify, host_grid
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.covariance import IsotropicCovariance
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
@@ -930,7 +930,7 @@ class _Run:
         if self.adaptive is not None:
             gamma = self.round_gamma  # chosen by _adaptive_plain
             target_time, draft_time = self.stats.target_time, self.stats.draft_time
-            round_start = time.perf_counter()
+            compiled_before, round_start = compilations(), time.perf_counter()
         lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
         if self.drafter.source == "free":
             lengths = np.where(self.has_cache[chains_np], lengths, 0)
@@ -1018,4 +1018,5 @@ class _Run:
             self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
-                                 time.perf_counter() - round_start, drafting_time)
+                                 time.perf_counter() - round_start, drafting_time,
+                                 timed=compilations() == compiled_before)

@@ -44,11 +44,11 @@ def test_decayed_fit_recovers_costs_and_falls_back():
 
 def test_decayed_mean_settles_on_the_smallest_early_observation_then_averages_and_clips():
     mean = adaptive.DecayedMean(0.98)
-    for y in (90.0, 2.0, 3.0):  # a first observation that paid a compilation
+    for y in (90.0, 2.0):  # a first observation that paid a compilation
         mean.add(y)
-    assert mean.value == 2.0  # the smallest of the first three
+    assert mean.value == 2.0  # the smallest of the first two
     mean.add(4.0)
-    weight = 0.98**3 + 0.98**2 + 0.98 + 1
+    weight = 0.98**2 + 0.98 + 1
     assert mean.value == pytest.approx((2.0 * (weight - 1) + 4.0) / weight)  # decayed mean
     before, weight = mean.value, mean.weight
     mean.add(1000.0)  # a preemption: counted as 3x the mean at most
@@ -75,7 +75,7 @@ def feed(state, tau, g, call, draft_step, engine, n=8, rounds=20):
 
 def test_policy_drafts_long_when_calls_are_expensive_and_drafts_good():
     state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
-    assert state.choose(8, False, 400) == (8, 0)  # the initial draft length
+    assert state.choose(8, False, 400) == (4, 0)  # the initial draft length
     feed(state, np.full(8, 8), 8, call=0.006, draft_step=2e-4, engine=1e-3)  # all accepted
     feed(state, np.full(8, 16), 16, call=0.006, draft_step=2e-4, engine=1.5e-3)
     assert state.choose(8, False, 400) == (16, 0)
@@ -86,8 +86,8 @@ def test_policy_drafts_long_when_calls_are_expensive_and_drafts_good():
 def test_policy_tells_latency_from_per_state_cost_before_repeating_a_draft_length():
     state = gs.AdaptiveDraftLength(max_draft_length=8, initial_draft_length=8).start(8)
     assert state.choose(8, False, 400) == (8, 0)
-    # four rounds: the first one's engine time is not counted, three settle the estimate
-    feed(state, np.full(8, 8), 8, call=0.018, draft_step=2e-4, engine=1e-3, rounds=4)
+    # two rounds settle the engine-time estimate
+    feed(state, np.full(8, 8), 8, call=0.018, draft_step=2e-4, engine=1e-3, rounds=2)
     assert not state.calls.identified
     assert state.choose(8, False, 400) == (0, 1)  # g = 8 again would teach nothing: a plain step
     state.update_plain(8, 1, 0.002, 0.0022)  # 8 states: 2 ms; 72 states: 18 ms (per-state cost)
@@ -96,29 +96,28 @@ def test_policy_tells_latency_from_per_state_cost_before_repeating_a_draft_lengt
     assert state.choose(8, False, 400)[0] == 0  # plain wins on a throughput-bound target
 
 
-def test_first_round_engine_time_is_not_folded_in():
-    """The first round pays one-time costs (compilation, allocation): only later rounds price o0, d."""
+def test_a_round_that_compiled_is_not_timed():
+    """A round that paid for a compilation (``timed=False``) prices neither o0 nor d."""
     state = gs.AdaptiveDraftLength(max_draft_length=8).start(8)
-    feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=0.09, rounds=1)
-    assert state.engine.value == 0.0 and state.drafting.value == 0.0
-    assert state.calls.count == 1  # the call itself is measured
+    lengths = np.full(8, 8)
+    state.update(np.arange(8), np.full(8, 8), lengths, 72, 0.002, 0.0016, 8, 0.1, 0.0016,
+                 timed=False)
+    assert state.engine.count == 0 and state.drafting.count == 0
+    assert state.calls.count == 1 and state.rounds == 1  # the call and the acceptance count
     feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
     np.testing.assert_allclose([state.engine.value, state.drafting.value], [1e-3, 2e-4])
-    state.update_plain(8, 1, 0.002, 0.0021)  # latency-bound calls: 2 ms for 8 or 72 states
-    assert state.choose(8, False, 400)[0] >= 1  # a cold first round does not send it to plain
 
 
 def test_a_cold_round_among_the_first_ones_is_remeasured_not_trusted():
-    """A compilation in round 2 makes plain look better; the policy measures again, then settles."""
+    """A preemption in the first round makes plain look better; the policy measures again."""
     state = gs.AdaptiveDraftLength(max_draft_length=8).start(8)
-    feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
     feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=0.09, rounds=1)
     state.update_plain(8, 2, 0.004, 0.0042)
     plain, steps, seconds = state.rates(8, False)
     assert (steps / seconds).max() < plain  # priced with the cold round, plain would win
     assert state.choose(8, False, 400)[0] >= 1  # ... but one round is not enough to go plain
-    feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=2)
-    assert state.engine.value == pytest.approx(1e-3)
+    feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
+    assert state.engine.value == pytest.approx(1e-3)  # the smaller of the two
     assert state.choose(8, False, 400)[0] >= 1
 
 
