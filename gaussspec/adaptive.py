@@ -191,8 +191,11 @@ def _goodput_into(survive, n, a, b, o0, per_position, calls, steps, seconds):
 
 @numba.njit(nogil=True)
 def _fold_round(hits, at_risk, tau, lengths, decay):
-    """``hits = decay hits + #(tau >= j)``, ``at_risk = decay at_risk + #(lengths >= j, tau >= j - 1)``
-    for positions j = 1..G (G3), in place."""
+    """Decay the counts and add one round's, in place, for positions j = 1..G (G3).
+
+    ``hits_j = decay hits_j + #(tau >= j)``, ``at_risk_j = decay at_risk_j + #(lengths >= j and
+    tau >= j - 1)``.
+    """
     size = hits.shape[0]
     for j in range(size):
         hits[j] *= decay
