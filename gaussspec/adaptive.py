@@ -23,6 +23,11 @@ a tight loop. All the quantities are measured online:
   phase of each round (so it needs no spread of draft lengths), ``o0`` from the rest of the
   round, ``p0`` from plain bursts, as decaying means.
 
+Engine times are measured robustly: a round during which numba compiled code is not timed, the
+first two observations of ``o0``, ``d`` and ``p0`` count as their smallest and later ones at most
+three times the running mean; while ``o0`` rests on fewer than two rounds, plain winning sends the
+policy back to a round rather than into plain bursts.
+
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
 costs at most that share of the run. Every round stays exact for any ``g`` chosen from the past,
@@ -34,6 +39,7 @@ from __future__ import annotations
 import math
 
 import attrs
+import numba
 import numpy as np
 
 __all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "DecayedMean", "survival",
@@ -42,6 +48,7 @@ __all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "DecayedMean", 
 MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
 _CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
+_SETTLE = 2  # observations before an engine-time estimate is trusted (and averaged)
 
 
 def _positive(instance, attribute, value):
@@ -69,7 +76,7 @@ class AdaptiveDraftLength:
     """
 
     max_draft_length: int = attrs.field(default=16, validator=_positive)
-    initial_draft_length: int = attrs.field(default=8, validator=_positive)
+    initial_draft_length: int = attrs.field(default=4, validator=_positive)
     decay: float = attrs.field(default=0.9, validator=_unit)
     cost_decay: float = attrs.field(default=0.98, validator=_unit)
     explore_share: float = attrs.field(default=0.005, validator=_unit)
@@ -92,12 +99,19 @@ class DecayedMean:
         self.count = 0
 
     def add(self, y: float) -> None:
-        """Fold in one observation, clipped at ``_CLIP`` times the current mean."""
-        if self.count >= 3:
-            y = min(y, _CLIP * max(self.value, 1e-9))
-        self.total = self.decay * self.total + y
+        """Fold in one observation, clipped at ``_CLIP`` times the current mean.
+
+        The first ``_SETTLE`` observations set the mean to their smallest (one compilation or
+        preemption among them must not price a whole run); later ones are averaged.
+        """
         self.weight = self.decay * self.weight + 1.0
-        self.value = self.total / self.weight
+        if self.count < _SETTLE:
+            self.value = y if self.count == 0 else min(self.value, y)
+            self.total = self.value * self.weight
+        else:
+            y = min(y, _CLIP * max(self.value, 1e-9))
+            self.total = self.decay * self.total + y
+            self.value = self.total / self.weight
         self.count += 1
 
 
@@ -152,7 +166,48 @@ def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
     return only_u, 0.0
 
 
-def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> list:
+@numba.njit(nogil=True)
+def _survival_into(hits, at_risk, pseudo_count, out):
+    """Fill ``out[:G]`` with ``S_1..S_G`` (G3); see :func:`survival`."""
+    q, product, k = _PRIOR_ACCEPTANCE, 1.0, 1.0  # q_1: one pseudo-count of the prior
+    for j in range(out.shape[0]):
+        q = (hits[j] + k * q) / (at_risk[j] + k)  # q_j, shrunk towards q_{j-1} (G3)
+        k = pseudo_count
+        product *= q  # S_j = prod_{i<=j} q_i (G3)
+        out[j] = product
+
+
+@numba.njit(nogil=True)
+def _goodput_into(survive, n, a, b, o0, per_position, calls, steps, seconds):
+    """Fill ``steps`` and ``seconds`` for g = 1..G (G1); see :func:`goodput`."""
+    fixed = calls * a + b * n + o0  # calls * a, position 0's state, o0
+    per_g = b * n + per_position  # the drafted states in the call, one drafting step
+    total = 1.0
+    for g in range(1, steps.shape[0] + 1):
+        total += survive[g - 1]
+        steps[g - 1] = n * total  # n (1 + sum_{i<=g} S_i) (G1)
+        seconds[g - 1] = max(fixed + per_g * g, 1e-12)  # T_spec(g) (G1)
+
+
+@numba.njit(nogil=True)
+def _fold_round(hits, at_risk, tau, lengths, decay):
+    """Decay the counts and add one round's, in place, for positions j = 1..G (G3).
+
+    ``hits_j = decay hits_j + #(tau >= j)``, ``at_risk_j = decay at_risk_j + #(lengths >= j and
+    tau >= j - 1)``.
+    """
+    size = hits.shape[0]
+    for j in range(size):
+        hits[j] *= decay
+        at_risk[j] *= decay
+    for row in range(tau.shape[0]):
+        for j in range(min(tau[row], size)):  # accepted positions 1..tau
+            hits[j] += 1.0
+        for j in range(min(tau[row] + 1, lengths[row], size)):  # drafted, all before accepted
+            at_risk[j] += 1.0
+
+
+def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> np.ndarray:
     """``S_i = P(tau >= i)``, i = 1..G, from decayed counts (G3).
 
     ``q_j = (hits_j + k q_{j-1}) / (at_risk_j + k)``: the Kaplan-Meier conditional acceptance,
@@ -166,12 +221,9 @@ def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> list
             every position before it.
         pseudo_count: k.
     """
-    out, q, product, k = [], _PRIOR_ACCEPTANCE, 1.0, 1.0  # q_1: one pseudo-count of the prior
-    for hit, risk in zip(hits.tolist(), at_risk.tolist()):  # G entries: plain floats are fastest
-        q = (hit + k * q) / (risk + k)
-        k = pseudo_count
-        product *= q
-        out.append(product)
+    out = np.empty(len(hits))
+    _survival_into(np.asarray(hits, dtype=np.float64), np.asarray(at_risk, dtype=np.float64),
+                   float(pseudo_count), out)
     return out
 
 
@@ -181,27 +233,23 @@ def round_counts(tau: np.ndarray, lengths: np.ndarray, size: int) -> tuple[np.nd
     ``hits_j = #(tau >= j)``; ``at_risk_j = #(lengths >= j and tau >= j - 1)``, which is
     ``#(tau >= j - 1)`` less the chains that accepted all ``lengths = j - 1`` drafts.
     """
-    at_least = np.cumsum(np.bincount(tau, minlength=size + 1)[::-1])[::-1]  # #(tau >= j), j=0..G
-    complete = np.bincount(tau[tau == lengths], minlength=size + 1)
-    return at_least[1:size + 1], at_least[:size] - complete[:size]
+    hits, at_risk = np.zeros(size), np.zeros(size)
+    _fold_round(hits, at_risk, np.asarray(tau, dtype=np.int64),
+                np.asarray(lengths, dtype=np.int64), 0.0)
+    return hits, at_risk
 
 
 def goodput(survive, n: int, a: float, b: float, o0: float, per_position: float,
-            frozen: bool) -> tuple[list, list]:
+            frozen: bool) -> tuple[np.ndarray, np.ndarray]:
     """Expected chain-steps and seconds of a speculative round for g = 1..G (G1).
-
-    Plain Python floats: G is small, and this runs before every round.
 
     Returns:
         ``(steps, seconds)``: ``n (1 + sum_{i<=g} S_i)`` and ``T_spec(g)``.
     """
-    fixed = (2.0 if frozen else 1.0) * a + b * n + o0  # calls * a, position 0's state, o0
-    per_g = b * n + per_position  # the drafted states in the call, one drafting step
-    steps, seconds, total = [], [], 1.0
-    for g, s in enumerate(survive, start=1):
-        total += s
-        steps.append(n * total)
-        seconds.append(max(fixed + per_g * g, 1e-12))
+    survive = np.asarray(survive, dtype=np.float64)
+    steps, seconds = np.empty(len(survive)), np.empty(len(survive))
+    _goodput_into(survive, float(n), float(a), float(b), float(o0), float(per_position),
+                  2.0 if frozen else 1.0, steps, seconds)
     return steps, seconds
 
 
@@ -228,17 +276,21 @@ class AdaptiveState:
         self.frozen = False
         self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
         self.last = min(config.initial_draft_length, size)
+        self._survive, self._steps, self._seconds = np.empty(size), np.empty(size), np.empty(size)
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def rates(self, n: int, frozen: bool) -> tuple[float, list, list]:
-        """Plain chain-steps per second (G2); speculative steps and seconds, g = 1..G (G1)."""
+    def rates(self, n: int, frozen: bool) -> tuple[float, np.ndarray, np.ndarray]:
+        """Plain chain-steps per second (G2); speculative steps and seconds, g = 1..G (G1).
+
+        The two arrays are this state's buffers, overwritten by the next call.
+        """
         a, b = self.calls.coefficients
-        plain = n / max(a + b * n + self.plain_engine.value, 1e-12)
-        survive = survival(self.hits, self.at_risk, self.pseudo_count)
-        steps, seconds = goodput(survive, n, a, b, self.engine.value, self.drafting.value,
-                                 frozen)
-        return plain, steps, seconds
+        plain = n / max(a + b * n + self.plain_engine.value, 1e-12)  # G2
+        _survival_into(self.hits, self.at_risk, self.pseudo_count, self._survive)  # G3
+        _goodput_into(self._survive, float(n), a, b, self.engine.value, self.drafting.value,
+                      2.0 if frozen else 1.0, self._steps, self._seconds)  # G1
+        return plain, self._steps, self._seconds
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
@@ -254,8 +306,8 @@ class AdaptiveState:
         if self.rounds == 0:
             return min(self.last, limit), 0
         plain, steps, seconds = self.rates(n, frozen)
-        spec = [s / t for s, t in zip(steps[:limit], seconds[:limit])]
-        best = max(range(limit), key=spec.__getitem__)
+        spec = steps[:limit] / seconds[:limit]
+        best = int(spec.argmax())
         if spec[best] > plain:
             if best + 1 == self.last and not self.calls.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
@@ -263,6 +315,9 @@ class AdaptiveState:
             return best + 1, 0
         if not self.plain_measured:
             return 0, 2  # plain priced optimistically (p0 = 0) wins: measure it
+        if self.engine.count < _SETTLE:  # a round's engine time is not settled: re-measure it
+            self.last = best + 1
+            return best + 1, 0
         # plain wins: explore at the best g once the plain time pays for its loss (G5)
         loss = seconds[best] - steps[best] / plain  # seconds one round at the best g loses
         share = self.config.explore_share
@@ -276,7 +331,7 @@ class AdaptiveState:
     # -- measurements ------------------------------------------------------------------------
 
     def update(self, chains, tau, lengths, call_states, call_time, draft_time, draft_steps,
-               round_time, drafting_time):
+               round_time, drafting_time, timed=True):
         """Fold one speculative round's outcome into the estimates.
 
         Args:
@@ -290,17 +345,18 @@ class AdaptiveState:
             round_time: Seconds for the whole round.
             drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
                 drafted position; the frozen drafter's target call excluded).
+            timed: False when the round paid a one-time cost (a compilation): its engine and
+                drafting times are then left out.
         """
-        k = self.config.decay
-        hits, at_risk = round_counts(np.asarray(tau), np.asarray(lengths), len(self.hits))
-        self.hits = k * self.hits + hits
-        self.at_risk = k * self.at_risk + at_risk
+        _fold_round(self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
+                    np.asarray(lengths, dtype=np.int64), self.config.decay)  # G3
         calls = 1.0 + (1.0 if self.frozen and draft_steps > 0 else 0.0)
         if call_states > 0:
             self.calls.add(calls, float(call_states), float(call_time))
-        if draft_steps > 0:
-            self.drafting.add(drafting_time / draft_steps)
-        self.engine.add(max(round_time - call_time - drafting_time, 0.0))
+        if timed:
+            if draft_steps > 0:
+                self.drafting.add(drafting_time / draft_steps)
+            self.engine.add(max(round_time - call_time - drafting_time, 0.0))
         self.rounds += 1
         self.plain_time_since_round = 0.0
 

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 import torch
 
+from gaussspec import residual
 from gaussspec.residual import _NODES, _WEIGHTS, _block_lengths, _sample_one
 
 __all__ = ["fused_verify", "fused_next_states", "gather_rows", "host_grid", "FusedVerification",
@@ -223,7 +224,6 @@ def fused_next_states(
     return _next_states(target, draft, noise, fresh, tau, mode, shift, std, out)
 
 
-
 @numba.njit(nogil=True)
 def _gather_rows(source, flat_index, tau, out):
     for b in range(out.shape[0]):
@@ -240,3 +240,17 @@ def gather_rows(source: np.ndarray, flat_index: np.ndarray, tau: np.ndarray, out
         out: ``(n, features)`` where the rows are written (same dtype as ``source``).
     """
     _gather_rows(source, flat_index, tau, out)
+
+
+_DISPATCHERS = tuple(function for module in (residual.__dict__, globals())
+                     for function in list(module.values())
+                     if isinstance(function, numba.core.registry.CPUDispatcher))
+
+
+def compilations() -> int:
+    """How many specialisations numba has compiled so far for the engine's compiled code.
+
+    A round during which this number grows paid for a compilation (about 0.1 s), once per process
+    and array type; the adaptive policy does not time such rounds.
+    """
+    return sum(len(function.signatures) for function in _DISPATCHERS)

@@ -23,7 +23,8 @@ import torch
 
 from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
-from gaussspec.compiled import fused_next_states, fused_verify, gather_rows, host_grid
+from gaussspec.compiled import (compilations, fused_next_states, fused_verify, gather_rows,
+                                host_grid)
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.covariance import IsotropicCovariance
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
@@ -744,7 +745,7 @@ class _Run:
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
 
         Every round draws the next round's noise (its own draft length of positions for each of
-        its chains) in the background while its target call runs; chains that finished or draft
+        its chains; an adaptive round two more, up to its maximum) in the background while its target call runs; chains that finished or draft
         fewer positions leave draws unused, which keeps the draws independent of everything they
         are combined with. The first round draws in the foreground, and so does an adaptive
         round for the positions beyond the previous round's length.
@@ -1019,7 +1020,7 @@ class _Run:
         if self.adaptive is not None:
             gamma = self.round_gamma  # chosen by _adaptive_plain
             target_time, draft_time = self.stats.target_time, self.stats.draft_time
-            round_start = time.perf_counter()
+            compiled_before, round_start = compilations(), time.perf_counter()
         lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
         if self.drafter.source == "free":
             if not self.all_cached:
@@ -1040,7 +1041,9 @@ class _Run:
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
-        next_width = gamma  # the next round's draft noise (adaptive: as long as this round's)
+        next_width = gamma  # the next round's draft noise
+        if self.adaptive is not None:  # adaptive: room for the next round to draft 2 further
+            next_width = min(gamma + 2, self.gamma)  # self.gamma: the maximum
         inputs = None
         if self.fused_verification:  # L = std I on CPU: prepared while the caches are warm
             inputs = self._compiled_inputs(grid_covariance, draft_means, noises, steps, lengths)
@@ -1114,4 +1117,5 @@ class _Run:
             self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
-                                 time.perf_counter() - round_start, drafting_time)
+                                 time.perf_counter() - round_start, drafting_time,
+                                 timed=compilations() == compiled_before)

@@ -19,8 +19,10 @@ State layouts (``B`` chains, ``N`` atoms):
 
 Multiple time-step (MTS) splitting: pass ``fast_force_fn`` (a cheap force, e.g. the bonded terms
 or a vacuum force field for an implicit-solvent target). ``evaluate`` then returns the tuple
-``(F(x), F_fast(x), x)`` and ``mean_from`` at a state ``y`` uses ``F(x) + F_fast(y) - F_fast(x)``
-(exactly ``F(y)`` when ``y`` is ``x``). The target kernel is unchanged, but the core's
+``(F(x), F_fast(x), x, known)`` and ``mean_from`` at a state ``y`` uses
+``F(x) + F_fast(y) - F_fast(x)`` (exactly ``F(y)`` when ``y`` is ``x``). ``F_fast(x)`` is computed
+the first time a chain drafts from ``x`` and kept in the tuple (``known`` marks its rows), so
+plain steps and the states of a round that nobody drafts from pay for ``F`` alone. The target kernel is unchanged, but the core's
 ``FrozenDrafter``/``FreeDrafter`` now freeze only the slow part ``F - F_fast`` and recompute the
 fast part at every draft step: a RESPA-like drafter whose acceptance is far higher than freezing
 the whole force (the bonded forces change by hundreds of kJ/mol/nm per femtosecond).
@@ -151,8 +153,10 @@ class _MDKernel(gs.GaussianKernel):
         force = self._call(self.force_fn, positions, t, "force_fn")
         if self.fast_force_fn is None:
             return force
-        fast = self._call(self.fast_force_fn, positions, t, "fast_force_fn")
-        return force, fast, positions
+        # F_fast(x) is computed on first use (a draft step from x), not here: a step that is not
+        # drafted from (plain steps, most of a round's states) pays for F alone
+        known = torch.zeros(positions.shape[0], dtype=torch.bool, device=positions.device)
+        return force, torch.empty_like(force), positions, known
 
     def with_forces(self, force_fn: ForceFn, fast_force_fn: ForceFn | None = None):
         """A copy of this kernel with other forces and the same covariance object (a draft kernel)."""
@@ -192,11 +196,15 @@ class _MDKernel(gs.GaussianKernel):
         """The force to use at ``positions`` given an evaluation made at (possibly) other positions."""
         if isinstance(evaluation, torch.Tensor):
             return evaluation
-        force, fast, reference = evaluation
+        force, fast, reference, known = evaluation
         force = force.to(positions.dtype)
         moved = (positions != reference).reshape(positions.shape[0], -1).any(dim=1)
         if not moved.any():
             return force
+        missing = moved & ~known
+        if missing.any():  # F_fast at the reference states, once per evaluation (kept in place)
+            fast[missing] = self.fast_force_fn(reference[missing]).to(fast.dtype)
+            known |= missing
         # MTS draft force: F(x_ref) + F_fast(y) - F_fast(x_ref); exactly F(y) at y = x_ref
         fresh = self.fast_force_fn(positions[moved]).to(positions.dtype)
         corrected = force.clone()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import gaussspec as gs
+from gaussspec import residual
 
 __all__ = ["Contender", "plain", "speculative", "adaptive", "measure", "warm_up", "ADAPTIVE"]
 
@@ -170,3 +171,9 @@ def warm_up() -> None:
                 x, generator=torch.Generator().manual_seed(0))
     gs.SpeculativeSampler(target, gs.FreeDrafter(), gs.AdaptiveDraftLength(4)).sample(
         x0, generator=torch.Generator().manual_seed(0))
+    # the general (non-isotropic) path's compiled residual sampler and block scan
+    one = np.ones(1)
+    residual.sample_residual(-one, one, 0.5 * one)
+    for token in (False, True):
+        residual.block_accept_lengths(-np.ones((1, 2)), np.ones((1, 2)), np.full((1, 2), 0.5),
+                                      np.full(1, 2), token)

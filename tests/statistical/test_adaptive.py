@@ -91,7 +91,7 @@ class ScriptedState:
         self.calls += 1
         return action
 
-    def update(self, *args):
+    def update(self, *args, timed=True):
         pass
 
     def update_plain(self, *args):

@@ -42,11 +42,14 @@ def test_decayed_fit_recovers_costs_and_falls_back():
     assert negative.coefficients[0] == 0.0 and negative.coefficients[1] > 0.0
 
 
-def test_decayed_mean_weighs_early_observations_fully_and_clips_spikes():
+def test_decayed_mean_settles_on_the_smallest_early_observation_then_averages_and_clips():
     mean = adaptive.DecayedMean(0.98)
-    for y in (1.0, 2.0, 3.0):
+    for y in (90.0, 2.0):  # a first observation that paid a compilation
         mean.add(y)
-    assert mean.value == pytest.approx((0.98**2 * 1 + 0.98 * 2 + 3) / (0.98**2 + 0.98 + 1))
+    assert mean.value == 2.0  # the smallest of the first two
+    mean.add(4.0)
+    weight = 0.98**2 + 0.98 + 1
+    assert mean.value == pytest.approx((2.0 * (weight - 1) + 4.0) / weight)  # decayed mean
     before, weight = mean.value, mean.weight
     mean.add(1000.0)  # a preemption: counted as 3x the mean at most
     assert mean.value == pytest.approx((0.98 * weight * before + 3 * before) / (0.98 * weight + 1))
@@ -72,7 +75,7 @@ def feed(state, tau, g, call, draft_step, engine, n=8, rounds=20):
 
 def test_policy_drafts_long_when_calls_are_expensive_and_drafts_good():
     state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
-    assert state.choose(8, False, 400) == (8, 0)  # the initial draft length
+    assert state.choose(8, False, 400) == (4, 0)  # the initial draft length
     feed(state, np.full(8, 8), 8, call=0.006, draft_step=2e-4, engine=1e-3)  # all accepted
     feed(state, np.full(8, 16), 16, call=0.006, draft_step=2e-4, engine=1.5e-3)
     assert state.choose(8, False, 400) == (16, 0)
@@ -83,13 +86,39 @@ def test_policy_drafts_long_when_calls_are_expensive_and_drafts_good():
 def test_policy_tells_latency_from_per_state_cost_before_repeating_a_draft_length():
     state = gs.AdaptiveDraftLength(max_draft_length=8, initial_draft_length=8).start(8)
     assert state.choose(8, False, 400) == (8, 0)
-    feed(state, np.full(8, 8), 8, call=0.018, draft_step=2e-4, engine=1e-3, rounds=1)
+    # two rounds settle the engine-time estimate
+    feed(state, np.full(8, 8), 8, call=0.018, draft_step=2e-4, engine=1e-3, rounds=2)
     assert not state.calls.identified
     assert state.choose(8, False, 400) == (0, 1)  # g = 8 again would teach nothing: a plain step
     state.update_plain(8, 1, 0.002, 0.0022)  # 8 states: 2 ms; 72 states: 18 ms (per-state cost)
     assert state.calls.identified
     np.testing.assert_allclose(state.calls.coefficients, (0.0, 0.018 / 72), atol=1e-9)
     assert state.choose(8, False, 400)[0] == 0  # plain wins on a throughput-bound target
+
+
+def test_a_round_that_compiled_is_not_timed():
+    """A round that paid for a compilation (``timed=False``) prices neither o0 nor d."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8).start(8)
+    lengths = np.full(8, 8)
+    state.update(np.arange(8), np.full(8, 8), lengths, 72, 0.002, 0.0016, 8, 0.1, 0.0016,
+                 timed=False)
+    assert state.engine.count == 0 and state.drafting.count == 0
+    assert state.calls.count == 1 and state.rounds == 1  # the call and the acceptance count
+    feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
+    np.testing.assert_allclose([state.engine.value, state.drafting.value], [1e-3, 2e-4])
+
+
+def test_a_cold_round_among_the_first_ones_is_remeasured_not_trusted():
+    """A preemption in the first round makes plain look better; the policy measures again."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8).start(8)
+    feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=0.09, rounds=1)
+    state.update_plain(8, 2, 0.004, 0.0042)
+    plain, steps, seconds = state.rates(8, False)
+    assert (steps / seconds).max() < plain  # priced with the cold round, plain would win
+    assert state.choose(8, False, 400)[0] >= 1  # ... but one round is not enough to go plain
+    feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
+    assert state.engine.value == pytest.approx(1e-3)  # the smaller of the two
+    assert state.choose(8, False, 400)[0] >= 1
 
 
 def test_policy_goes_plain_then_explores_within_its_budget():
