@@ -3,11 +3,13 @@
 A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round with draft length
 ``g`` advances ``n (1 + sum_{i<=g} S_i)`` chain-steps on average, ``S_i = P(tau >= i)``, and costs
 
-    T_spec(g) = calls(g) a + b n (g + 1) + o0 + d g                 (G1)
+    T_spec(g) = calls(g) a + b n (g + 1) + o0 + o1 g + d g          (G1)
 
 seconds: ``calls(g)`` batched target calls (two for the frozen drafter), each costing
-``a + b * states`` (latency plus per-state time), the engine's own time per round ``o0`` and ``g``
-sequential drafting steps of ``d`` seconds (the draft call and the engine's work per position). A
+``a + b * states`` (latency plus per-state time), the engine's own time per round outside the
+drafting phase ``o0 + o1 g`` (verification and draws grow with ``g``; the policy's own time
+included) and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the engine's
+work per position). A
 burst of plain steps advances ``n`` chain-steps per
 
     T_plain = a + b n + p0                                         (G2)
@@ -20,13 +22,15 @@ a tight loop. All the quantities are measured online:
   estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
   drafted lately fall back on the previous position's ``q`` through a pseudo-count;
 * ``a, b`` by decaying least squares on every target call (G4); ``d`` from the timed drafting
-  phase of each round (so it needs no spread of draft lengths), ``o0`` from the rest of the
-  round, ``p0`` from plain bursts, as decaying means.
+  phase of each round (so it needs no spread of draft lengths), ``p0`` from plain bursts, as
+  decaying means; ``o0, o1`` by decaying least squares on the rest of each round (``o1 = 0``
+  until rounds of different lengths have run).
 
 Engine times are measured robustly: a round during which numba compiled code is not timed, the
-first two observations of ``o0``, ``d`` and ``p0`` count as their smallest and later ones at most
-three times the running mean; while ``o0`` rests on fewer than two rounds, plain winning sends the
-policy back to a round rather than into plain bursts.
+first two observations of ``d`` and ``p0`` count as their smallest (an observation of ``o0 + o1 g``
+below a third of the first one's replaces it) and later ones at most three times the prediction;
+while ``o0`` rests on fewer than two rounds, plain winning sends the policy back to a round
+rather than into plain bursts.
 
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
@@ -138,9 +142,15 @@ class DecayedFit:
         return self.coefficients[0] * u + self.coefficients[1] * v
 
     def add(self, u: float, v: float, y: float) -> None:
-        """Fold in one observation (clipped at ``_CLIP`` times the prediction) and refit."""
+        """Fold in one observation (clipped at ``_CLIP`` times the prediction) and refit.
+
+        While fewer than ``_SETTLE`` observations are in, one below ``1 / _CLIP`` of the
+        prediction replaces them (they paid a one-time cost).
+        """
         if self.count >= 3:
             y = min(y, _CLIP * max(self.predict(u, v), 1e-9))
+        elif 0 < self.count < _SETTLE and _CLIP * y < self.predict(u, v):
+            self.uu = self.uv = self.vv = self.uy = self.vy = 0.0
         k = self.decay
         self.uu = k * self.uu + u * u
         self.uv = k * self.uv + u * v
@@ -269,7 +279,7 @@ class AdaptiveState:
         self.pseudo_count = float(num_chains)  # one round's worth of q_{j-1} in q_j (G3)
         self.calls = DecayedFit(config.cost_decay)  # time = a calls + b states (G4)
         self.drafting = DecayedMean(config.cost_decay)  # d: seconds per drafting step
-        self.engine = DecayedMean(config.cost_decay)  # o0: the rest of a round's engine time
+        self.engine = DecayedFit(config.cost_decay)  # o0 + o1 g: the rest of a round (G4)
         self.plain_engine = DecayedMean(config.cost_decay)  # p0: 0 (optimistic) until measured
         self.plain_measured = False
         self.rounds = 0
@@ -288,7 +298,8 @@ class AdaptiveState:
         a, b = self.calls.coefficients
         plain = n / max(a + b * n + self.plain_engine.value, 1e-12)  # G2
         _survival_into(self.hits, self.at_risk, self.pseudo_count, self._survive)  # G3
-        _goodput_into(self._survive, float(n), a, b, self.engine.value, self.drafting.value,
+        o0, o1 = self.engine.coefficients
+        _goodput_into(self._survive, float(n), a, b, o0, self.drafting.value + o1,
                       2.0 if frozen else 1.0, self._steps, self._seconds)  # G1
         return plain, self._steps, self._seconds
 
@@ -342,7 +353,7 @@ class AdaptiveState:
             call_time: Seconds in target calls.
             draft_time: Seconds in draft-kernel calls (part of ``drafting_time``).
             draft_steps: Sequential draft steps (the round's width).
-            round_time: Seconds for the whole round.
+            round_time: Seconds for the whole round, the decision before it included.
             drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
                 drafted position; the frozen drafter's target call excluded).
             timed: False when the round paid a one-time cost (a compilation): its engine and
@@ -356,7 +367,8 @@ class AdaptiveState:
         if timed:
             if draft_steps > 0:
                 self.drafting.add(drafting_time / draft_steps)
-            self.engine.add(max(round_time - call_time - drafting_time, 0.0))
+            rest = max(round_time - call_time - drafting_time, 0.0)
+            self.engine.add(1.0, float(draft_steps), rest)  # o0 + o1 g (G4)
         self.rounds += 1
         self.plain_time_since_round = 0.0
 

@@ -25,7 +25,6 @@ import numba
 import numpy as np
 import torch
 
-from gaussspec import residual
 from gaussspec.residual import _NODES, _WEIGHTS, _block_lengths, _sample_one
 
 __all__ = ["fused_verify", "fused_next_states", "gather_rows", "host_grid", "FusedVerification",
@@ -242,15 +241,25 @@ def gather_rows(source: np.ndarray, flat_index: np.ndarray, tau: np.ndarray, out
     _gather_rows(source, flat_index, tau, out)
 
 
-_DISPATCHERS = tuple(function for module in (residual.__dict__, globals())
-                     for function in list(module.values())
-                     if isinstance(function, numba.core.registry.CPUDispatcher))
+class _CompileCounter(numba.core.event.Listener):
+    """Counts numba compilations in this process (any function, ours or not)."""
+
+    count = 0
+
+    def on_start(self, event):
+        pass
+
+    def on_end(self, event):
+        _CompileCounter.count += 1
+
+
+numba.core.event.register("numba:compile", _CompileCounter())
 
 
 def compilations() -> int:
-    """How many specialisations numba has compiled so far for the engine's compiled code.
+    """How many numba compilations this process has finished so far.
 
-    A round during which this number grows paid for a compilation (about 0.1 s), once per process
-    and array type; the adaptive policy does not time such rounds.
+    A round during which this number grows paid for a compilation (about 0.1 s per function, once
+    per process and array type); the adaptive policy does not time such rounds.
     """
-    return sum(len(function.signatures) for function in _DISPATCHERS)
+    return _CompileCounter.count

@@ -553,6 +553,7 @@ class _Run:
             True if plain steps were taken, False if the next action is a speculative round
             (its draft length is left in ``self.round_gamma``).
         """
+        self.decision_start = time.perf_counter()  # a round's time includes its decision
         remaining = self.num_steps - self.t_host[active_np]
         if self.drafter.source == "free" and not self.has_cache[active_np].all():
             gamma, burst = 0, 1  # a free drafter has nothing to draft from yet: one plain step
@@ -1117,5 +1118,5 @@ class _Run:
             self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
-                                 time.perf_counter() - round_start, drafting_time,
+                                 time.perf_counter() - self.decision_start, drafting_time,
                                  timed=compilations() == compiled_before)

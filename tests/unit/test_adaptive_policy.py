@@ -55,6 +55,18 @@ def test_decayed_mean_settles_on_the_smallest_early_observation_then_averages_an
     assert mean.value == pytest.approx((0.98 * weight * before + 3 * before) / (0.98 * weight + 1))
 
 
+def test_engine_time_growing_with_the_draft_length_is_priced_per_position():
+    """o0 + o1 g: rounds of two lengths identify the slope, which joins d in the price of g."""
+    state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
+    for g in (4, 8, 4, 8, 4, 8):
+        feed(state, np.full(8, g), g, call=0.002, draft_step=2e-4, engine=3e-4 + 5e-5 * g,
+             rounds=1)
+    np.testing.assert_allclose(state.engine.coefficients, (3e-4, 5e-5), rtol=1e-6)
+    _, _, seconds = state.rates(8, False)
+    a, b = state.calls.coefficients
+    np.testing.assert_allclose(seconds[9], a + b * 8 * 11 + 3e-4 + (5e-5 + 2e-4) * 10)
+
+
 def test_goodput_is_steps_over_seconds_of_equation_g1():
     survive = [0.9, 0.81]
     steps, seconds = adaptive.goodput(survive, 4, a=1.0, b=0.1, o0=0.2, per_position=0.5,
@@ -105,7 +117,7 @@ def test_a_round_that_compiled_is_not_timed():
     assert state.engine.count == 0 and state.drafting.count == 0
     assert state.calls.count == 1 and state.rounds == 1  # the call and the acceptance count
     feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
-    np.testing.assert_allclose([state.engine.value, state.drafting.value], [1e-3, 2e-4])
+    np.testing.assert_allclose([state.engine.predict(1, 8), state.drafting.value], [1e-3, 2e-4])
 
 
 def test_a_cold_round_among_the_first_ones_is_remeasured_not_trusted():
@@ -117,7 +129,7 @@ def test_a_cold_round_among_the_first_ones_is_remeasured_not_trusted():
     assert (steps / seconds).max() < plain  # priced with the cold round, plain would win
     assert state.choose(8, False, 400)[0] >= 1  # ... but one round is not enough to go plain
     feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
-    assert state.engine.value == pytest.approx(1e-3)  # the smaller of the two
+    assert state.engine.predict(1, 8) == pytest.approx(1e-3)  # it replaced the slow one
     assert state.choose(8, False, 400)[0] >= 1
 
 
