@@ -28,9 +28,7 @@ a tight loop. All the quantities are measured online:
 
 Engine times are measured robustly: a round during which numba compiled code is not timed, the
 first two observations of ``d`` and ``p0`` count as their smallest (an observation of ``o0 + o1 g``
-below a third of the first one's replaces it) and later ones at most three times the prediction;
-while ``o0`` rests on fewer than two rounds, plain winning sends the policy back to a round
-rather than into plain bursts.
+below a third of the first one's replaces it) and later ones at most three times the prediction.
 
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
@@ -326,9 +324,6 @@ class AdaptiveState:
             return best + 1, 0
         if not self.plain_measured:
             return 0, 2  # plain priced optimistically (p0 = 0) wins: measure it
-        if self.engine.count < _SETTLE:  # a round's engine time is not settled: re-measure it
-            self.last = best + 1
-            return best + 1, 0
         # plain wins: explore at the best g once the plain time pays for its loss (G5)
         loss = seconds[best] - steps[best] / plain  # seconds one round at the best g loses
         share = self.config.explore_share

@@ -6,7 +6,9 @@ once, in a rotated order (so no contender always runs first, after a cold start 
 from other jobs), with the same seed for all contenders of that repeat. Reported numbers are
 medians over repeats; speed-ups are the plain chain's median wall-clock over the contender's.
 Each run starts after a garbage collection and runs with the collector off, as ``timeit`` does, so
-that collection pauses left over from other runs do not land in it.
+that collection pauses left over from other runs do not land in it. Every contender runs once,
+untimed, before the repeats (numba compiles for the case's array types once per process: that
+is start-up, not the steady state these tables compare).
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
     if not contenders or contenders[0].sampler is not None:
         raise ValueError("the first contender must be the plain chain (benchmarking.harness.plain())")
     runs: list[list] = [[] for _ in contenders]
+    for contender in contenders:  # untimed: compilations for this case's array types, caches
+        _run_once(contender, kernel, x0, seed - 1)
     for repeat in range(repeats):
         shift = repeat % len(contenders)
         order = list(range(len(contenders)))[shift:] + list(range(len(contenders)))[:shift]
