@@ -318,7 +318,7 @@ class AdaptiveState:
         spec = steps[:limit] / seconds[:limit]
         best = int(spec.argmax())
         if spec[best] > plain:
-            if best + 1 == self.last and not self.calls.identified:
+            if not self.calls.identified and not self.plain_measured:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = best + 1
             return best + 1, 0
