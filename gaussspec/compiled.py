@@ -28,7 +28,7 @@ import torch
 from gaussspec.residual import _NODES, _WEIGHTS, _block_lengths, _sample_one
 
 __all__ = ["fused_verify", "fused_next_states", "gather_rows", "host_grid", "FusedVerification",
-           "TARGET_DRAW", "RESIDUAL_DRAW", "REFLECTION"]
+           "TARGET_DRAW", "RESIDUAL_DRAW", "REFLECTION", "compilations"]
 
 #: How :func:`fused_next_states` makes a chain's next state.
 TARGET_DRAW, RESIDUAL_DRAW, REFLECTION = 0, 1, 2
