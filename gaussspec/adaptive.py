@@ -9,8 +9,7 @@ seconds: ``calls(g)`` batched target calls (two for the frozen drafter), each co
 ``a + b * states`` (latency plus per-state time), the engine's own time per round outside the
 drafting phase ``o0 + o1 g`` (verification and draws grow with ``g``; the policy's own time
 included) and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the engine's
-work per position). A
-burst of plain steps advances ``n`` chain-steps per
+work per position). A burst of plain steps advances ``n`` chain-steps per
 
     T_plain = a + b n + p0                                         (G2)
 

@@ -400,8 +400,8 @@ class _Run:
         self.buffers: dict = {}  # round grids reused across rounds (and their views by shape)
         self.grid_index: dict[tuple[int, int], np.ndarray] = {}  # flat row of each grid slot
         self.positions = np.arange(self.gamma + 1)
-        self.fused_verification = (self.device.type == "cpu"  # compiled CPU paths (until a round
-                                   and self.dtype in (torch.float32, torch.float64))  # says no)
+        self.fused_verification = (self.on_cpu  # compiled CPU paths (until a round says no)
+                                   and self.dtype in (torch.float32, torch.float64))
         self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
         self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
         self.state_buffers: dict[int, list] = {}  # two next-state tensors (and host views) per n
@@ -746,10 +746,11 @@ class _Run:
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
 
         Every round draws the next round's noise (its own draft length of positions for each of
-        its chains; an adaptive round two more, up to its maximum) in the background while its target call runs; chains that finished or draft
-        fewer positions leave draws unused, which keeps the draws independent of everything they
-        are combined with. The first round draws in the foreground, and so does an adaptive
-        round for the positions beyond the previous round's length.
+        its chains; an adaptive round two more, up to its maximum) in the background while its
+        target call runs; chains that finished or draft fewer positions leave draws unused, which
+        keeps the draws independent of everything they are combined with. The first round draws
+        in the foreground, and so does an adaptive round for the positions beyond the previous
+        round's length.
         """
         width = steps.shape[1] - 1
         if self.prefetched is not None:
@@ -883,16 +884,26 @@ class _Run:
             draft, noise = self._host("draft_means", draft_means), host_grid(noises, n, width)
         else:
             draft = noise = np.zeros((n, 1, 1), dtype=_NUMPY_DTYPES[self.dtype])
+        def make():
+            return torch.empty((n, *self.event_shape), dtype=self.dtype)
+
         if self.target.has_memory:  # next_memory may keep the new states: a tensor of their own
-            new_x = torch.empty((n, *self.event_shape), dtype=self.dtype)
+            new_x = make()
             return std, draft, noise, new_x, host_grid(new_x, n)
-        pair = self.state_buffers.get(n)
-        if pair is None:
-            pair = self.state_buffers[n] = [
-                (state, host_grid(state, n)) for state in
-                (torch.empty((n, *self.event_shape), dtype=self.dtype) for _ in "ab")]
-        new_x, out = pair[1] if pair[0][0] is self.x else pair[0]  # never the current states
+        new_x, out = self._spare(self.state_buffers, n, make, self.x)  # never the current states
         return std, draft, noise, new_x, out
+
+    @staticmethod
+    def _spare(pairs: dict, key, make: Callable[[], torch.Tensor], current):
+        """One of two ``(tensor, host view)`` pairs kept in ``pairs[key]``: never ``current``'s.
+
+        Double buffering for what a round writes while the previous round's result is still in
+        use (the current states, the free drafter's current cache).
+        """
+        pair = pairs.get(key)
+        if pair is None:
+            pair = pairs[key] = [(t, host_grid(t, t.shape[0])) for t in (make(), make())]
+        return pair[1] if pair[0][0] is current else pair[0]
 
     def _step_compiled(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
                        residual_uniforms, fresh, inputs):
@@ -996,12 +1007,8 @@ class _Run:
                 and evaluations.dtype in _NUMPY_DTYPES and evaluations.is_contiguous()
                 and not evaluations.requires_grad and evaluations.ndim >= 1):
             key = (n, tuple(evaluations.shape[1:]), evaluations.dtype)
-            pair = self.cache_buffers.get(key)
-            if pair is None:
-                pair = self.cache_buffers[key] = [
-                    (out, host_grid(out, n)) for out in
-                    (evaluations.new_empty((n, *key[1])) for _ in "ab")]
-            out, host = pair[1] if pair[0][0] is self.cache else pair[0]
+            out, host = self._spare(self.cache_buffers, key,
+                                    lambda: evaluations.new_empty((n, *key[1])), self.cache)
             gather_rows(host_grid(evaluations, evaluations.shape[0]), flat_index, tau, host)
             return out
         at_tau = self._device_index(flat_index[np.arange(n), tau])
@@ -1039,12 +1046,11 @@ class _Run:
         # --- drafting, ONE batched target call, verification ----------------------------------
         path, draft_means, noises, steps, grid_covariance = self._draft(
             x0, t0_host, memory0, stale, lengths, chains_np)
+        next_width = gamma  # the next round's draft noise
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
-        next_width = gamma  # the next round's draft noise
-        if self.adaptive is not None:  # adaptive: room for the next round to draft 2 further
-            next_width = min(gamma + 2, self.gamma)  # self.gamma: the maximum
+            next_width = min(gamma + 2, self.gamma)  # room to draft 2 further (self.gamma: max)
         inputs = None
         if self.fused_verification:  # L = std I on CPU: prepared while the caches are warm
             inputs = self._compiled_inputs(grid_covariance, draft_means, noises, steps, lengths)
