@@ -4,7 +4,8 @@ When the shared covariance is ``L = std I`` (a std per chain and step) and state
 everything after the batched target call is a few passes over three arrays, which numba runs in
 two calls instead of some forty small tensor operations:
 
-* :func:`fused_verify`: per drafted slot the gap ``m_q - m_p`` gives ``delta = |gap| / std`` and
+* :func:`fused_verify`: per drafted slot the gap ``m_q - m_p`` (the draft mean read off the drafted
+  state, ``m_p = x' - std xi``) gives ``delta = |gap| / std`` and
   ``log q/p = <xi, gap> / std - delta^2 / 2`` (ALGORITHMS section 2; float64 sums, the whitened
   gaps are never stored); then the accepted lengths (sections 4, 5) and, for each rejection, the
   scalar residual draw ``s = s* + r`` (section 3);
@@ -37,26 +38,33 @@ _FAST = {"reassoc", "contract", "nsz"}  # vectorised sums; no nnan/ninf: NaN and
 
 
 @numba.njit(fastmath=_FAST, nogil=True)
-def _gap_sums(target, draft, noise, lengths, squares, inner):
-    """``sum (m_q - m_p)^2`` and ``sum xi (m_q - m_p)`` per drafted slot, float64 sums."""
-    n, _, d = draft.shape
+def _gap_sums(target, path, noise, lengths, std, squares, inner):
+    """``sum (m_q - m_p)^2`` and ``sum xi (m_q - m_p)`` per drafted slot, float64 sums.
+
+    The draft mean is read off the drafted state, ``m_p = x_{i+1} - std xi`` (ALGORITHMS 1), so the
+    draft means are never stored: the states were just read by the target call (still cached).
+    """
+    n, _, d = noise.shape
     for row in range(n):
         for position in range(lengths[row]):
+            scale = std[row, position]
             sum_squares = 0.0
             sum_inner = 0.0
             for j in range(d):
-                gap = np.float64(target[row, position, j]) - np.float64(draft[row, position, j])
+                xi = np.float64(noise[row, position, j])
+                draft = np.float64(path[row, position + 1, j]) - scale * xi  # m_p = x' - std xi
+                gap = np.float64(target[row, position, j]) - draft
                 sum_squares += gap * gap  # |m_q - m_p|^2
-                sum_inner += np.float64(noise[row, position, j]) * gap  # <xi, m_q - m_p>
+                sum_inner += xi * gap  # <xi, m_q - m_p>
             squares[row, position] = sum_squares
             inner[row, position] = sum_inner
 
 
 @numba.njit(nogil=True)
-def _verify(target, draft, noise, lengths, std, uniforms, residual_uniforms, token, reflection,
+def _verify(target, path, noise, lengths, std, uniforms, residual_uniforms, token, reflection,
             nodes, weights):
-    n = draft.shape[0]
-    width = max(draft.shape[1], 1)
+    n = noise.shape[0]
+    width = max(noise.shape[1], 1)
     delta = np.zeros((n, width))
     log_ratio = np.zeros((n, width))
     tau = np.zeros(n, dtype=np.int64)
@@ -67,7 +75,7 @@ def _verify(target, draft, noise, lengths, std, uniforms, residual_uniforms, tok
         for position in range(lengths[row]):
             if not std[row, position] > 0.0:
                 return tau, log_w, mode, shift, delta, log_ratio, 2  # singular: general path
-    _gap_sums(target, draft, noise, lengths, delta, log_ratio)
+    _gap_sums(target, path, noise, lengths, std, delta, log_ratio)
     for row in range(n):
         for position in range(lengths[row]):
             scale = 1.0 / std[row, position]
@@ -126,7 +134,7 @@ def host_grid(tensor: torch.Tensor | None, rows: int, columns: int | None = None
 
 def fused_verify(
     target: np.ndarray,
-    draft: np.ndarray,
+    path: np.ndarray,
     noise: np.ndarray,
     lengths: np.ndarray,
     std: np.ndarray,
@@ -139,7 +147,8 @@ def fused_verify(
 
     Args:
         target: ``(n, w + 1, d)`` target means along each path (see :func:`host_grid`).
-        draft: ``(n, w, d)`` draft means (slots past ``lengths`` are ignored).
+        path: ``(n, w + 1, d)`` the drafted paths, ``path[:, i + 1] = m_p + std xi_i``; the draft
+            means are read off them (slots past ``lengths`` are ignored).
         noise: ``(n, w, d)`` the drafts' standard noise.
         lengths: ``(n,)`` int64 drafted lengths.
         std: ``(n, w + 1)`` float64 std of the step leaving each slot.
@@ -148,12 +157,12 @@ def fused_verify(
         token: Token-wise verification instead of block verification.
         reflection: The reflection coupling instead of the weighted residual.
     """
-    return FusedVerification(*_verify(target, draft, noise, lengths, std, uniforms,
+    return FusedVerification(*_verify(target, path, noise, lengths, std, uniforms,
                                       residual_uniforms, token, reflection, _NODES, _WEIGHTS))
 
 
 @numba.njit(fastmath=_FAST, nogil=True)
-def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
+def _next_states(target, path, noise, fresh, tau, mode, shift, std, out):
     n, d = fresh.shape
     total = 0.0  # NaN or inf anywhere poisons the sum
     for b in range(n):
@@ -165,29 +174,29 @@ def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
                 out[b, j] = value
                 total += value
             continue
+        # the rejected slot's gap m_q - m_p, with m_p = x_{k+1} - std xi_k (ALGORITHMS 1)
+        gap = np.empty(d)
+        draft = np.empty(d)
         norm2 = 0.0
         for j in range(d):
-            gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-            norm2 += gap * gap
+            draft[j] = np.float64(path[b, k + 1, j]) - scale * np.float64(noise[b, k, j])
+            gap[j] = np.float64(target[b, k, j]) - draft[j]
+            norm2 += gap[j] * gap[j]
         inverse = 1.0 / np.sqrt(norm2)  # e = gap / |gap| (= Delta / delta for L = std I)
         along = 0.0
         source = fresh[b] if mode[b] == RESIDUAL_DRAW else noise[b, k]
         for j in range(d):
-            gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-            along += np.float64(source[j]) * gap * inverse  # <zeta, e> or <xi, e>
+            along += np.float64(source[j]) * gap[j] * inverse  # <zeta, e> or <xi, e>
         if mode[b] == RESIDUAL_DRAW:  # m_p + std (s e + zeta - <zeta, e> e)  (ALG 3)
             coefficient = shift[b] - along
             for j in range(d):
-                gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
-                value = np.float64(draft[b, k, j]) + scale * (
-                    np.float64(fresh[b, j]) + coefficient * gap * inverse)
+                value = draft[j] + scale * (np.float64(fresh[b, j]) + coefficient * gap[j] * inverse)
                 out[b, j] = value
                 total += value
         else:  # reflection: m_q + std (xi - 2 <xi, e> e)
             for j in range(d):
-                gap = np.float64(target[b, k, j]) - np.float64(draft[b, k, j])
                 value = np.float64(target[b, k, j]) + scale * (
-                    np.float64(noise[b, k, j]) - 2.0 * along * gap * inverse)
+                    np.float64(noise[b, k, j]) - 2.0 * along * gap[j] * inverse)
                 out[b, j] = value
                 total += value
     return math.isfinite(total)
@@ -195,7 +204,7 @@ def _next_states(target, draft, noise, fresh, tau, mode, shift, std, out):
 
 def fused_next_states(
     target: np.ndarray,
-    draft: np.ndarray,
+    path: np.ndarray,
     noise: np.ndarray,
     fresh: np.ndarray,
     tau: np.ndarray,
@@ -208,19 +217,21 @@ def fused_next_states(
 
     Args:
         target: ``(n, w + 1, d)`` target means along each path.
-        draft: ``(n, w, d)`` draft means.
+        path: ``(n, w + 1, d)`` the drafted paths (the draft means are read off them, as in
+            :func:`fused_verify`).
         noise: ``(n, w, d)`` the drafts' standard noise.
         fresh: ``(n, d)`` fresh standard noise.
         tau: ``(n,)`` int64 accepted lengths.
         mode: ``(n,)`` int64, one of ``TARGET_DRAW``, ``RESIDUAL_DRAW``, ``REFLECTION``.
         shift: ``(n,)`` residual offsets ``s = s* + r`` (read for ``RESIDUAL_DRAW`` rows only).
         std: ``(n, w + 1)`` float64 std of the step leaving each slot (slot ``tau`` is used).
-        out: ``(n, d)`` where the next states are written.
+        out: ``(n, d)`` where the next states are written (it may be ``path[:, 0]``: only slots
+            past 0 are read).
 
     Returns:
         False when any written value is NaN or inf.
     """
-    return _next_states(target, draft, noise, fresh, tau, mode, shift, std, out)
+    return _next_states(target, path, noise, fresh, tau, mode, shift, std, out)
 
 
 @numba.njit(nogil=True)

@@ -364,6 +364,29 @@ class SpeculativeSampler:
         return result
 
 
+class _DraftMeans:
+    """A round's draft means, ``(n, width, *event)``, stored into their grid only when asked for.
+
+    The compiled CPU path reads the draft means off the drafted states (``m_p = x' - std xi``),
+    so the common round never copies them; the general path and error reports call :meth:`grid`.
+    """
+
+    __slots__ = ("_grid", "_full")
+
+    def __init__(self, grid: torch.Tensor, full: list[torch.Tensor]):
+        self._grid, self._full = grid, full  # full[i]: every chain's mean at position i + 1
+
+    def grid(self) -> torch.Tensor:
+        if self._full:
+            full, self._full = self._full, []
+            if len(full) == self._grid.shape[1] and all(m.dtype == self._grid.dtype for m in full):
+                torch.stack(full, dim=1, out=self._grid)
+            else:
+                for i, mean in enumerate(full):
+                    self._grid[:, i].copy_(mean)
+        return self._grid
+
+
 class _Run:
     """State of one speculative run (all tensors batched over chains)."""
 
@@ -653,8 +676,9 @@ class _Run:
 
         Returns ``(path, draft_means, noises, steps, covariance)``; ``path[:, 0] = x0`` and
         ``path[:, i] = m_p(path[:, i - 1]) + L xi_i`` where chain ``b`` drafts ``i <= lengths[b]``
-        (the rest is zero padding), ``steps[b, i] = t0[b] + min(i, lengths[b])`` on the states'
-        device, and the target's covariance at every slot of ``steps`` (flattened).
+        (the rest is zero padding), the draft means (a :class:`_DraftMeans`, None when nothing is
+        drafted), ``steps[b, i] = t0[b] + min(i, lengths[b])`` on the states' device, and the
+        target's covariance at every slot of ``steps`` (flattened).
         """
         target, shape, n = self.target, self.event_shape, len(lengths)
         width, shortest = int(lengths.max()), int(lengths.min())
@@ -705,12 +729,7 @@ class _Run:
                 draft_memory[rows, i] = self.draft_kernel.next_memory(
                     x_prev, t_prev, mem_prev, evaluation, path[rows, i]
                 )
-        if len(full_means) == width and all(m.dtype == draft_means.dtype for m in full_means):
-            torch.stack(full_means, dim=1, out=draft_means)
-        else:
-            for i, mean in enumerate(full_means):
-                draft_means[:, i].copy_(mean)
-        return path, draft_means, noises, steps, grid_covariance
+        return path, _DraftMeans(draft_means, full_means), noises, steps, grid_covariance
 
     def _grid(self, name: str, shape: tuple, zero: bool) -> torch.Tensor:
         """A contiguous ``shape`` view of a buffer kept across rounds (no allocation, no page
@@ -857,6 +876,8 @@ class _Run:
         """Raise :class:`NonFiniteMeanError` naming the first non-finite mean among valid slots."""
         rows, positions = self._pairs(lengths, 0, last_offset)
         at = (self._device_index(rows), self._device_index(positions))
+        if isinstance(draft_means, _DraftMeans):
+            draft_means = draft_means.grid()
         if draft_means is not None and len(rows):
             drafted = positions < lengths[rows]
             d_at = (self._device_index(rows[drafted]), self._device_index(positions[drafted]))
@@ -865,33 +886,34 @@ class _Run:
         _check_finite(means[at], f"{type(self.target).__name__} mean", steps[at],
                       self._device_index(chains_np[rows]))
 
-    def _compiled_inputs(self, covariance, draft_means, noises, steps, lengths):
+    def _compiled_inputs(self, covariance, path, noises, steps, lengths):
         """What the compiled CPU path needs besides the target means, made before the target call.
 
         Everything here depends on the drafts only, so it runs while the caches are warm rather
         than after the call (which streams the kernel's weights through them).
 
-        Returns ``(std, draft, noise, new_x, out)``: the ``(n, width + 1)`` std of the step leaving
-        each slot, host views of the draft means and noise, the tensor the next states go to (one
-        of two kept across rounds, never the one holding the current states) and its host view;
-        or None when the covariance is not isotropic.
+        Returns ``(std, path, noise, new_x, out)``: the ``(n, width + 1)`` std of the step leaving
+        each slot, host views of the drafted paths and the noise, the tensor the next states go to
+        (one of two kept across rounds, never the one holding the current states) and its host
+        view; or None when the covariance is not isotropic.
         """
         n, width = len(lengths), steps.shape[1] - 1
         std = self._std_grid(covariance, n, width + 1)
         if std is None:
             return None
+        host_path = self._host("path", path)
         if width:
-            draft, noise = self._host("draft_means", draft_means), host_grid(noises, n, width)
+            noise = host_grid(noises, n, width)
         else:
-            draft = noise = np.zeros((n, 1, 1), dtype=_NUMPY_DTYPES[self.dtype])
+            noise = np.zeros((n, 1, 1), dtype=_NUMPY_DTYPES[self.dtype])
         def make():
             return torch.empty((n, *self.event_shape), dtype=self.dtype)
 
         if self.target.has_memory:  # next_memory may keep the new states: a tensor of their own
             new_x = make()
-            return std, draft, noise, new_x, host_grid(new_x, n)
+            return std, host_path, noise, new_x, host_grid(new_x, n)
         new_x, out = self._spare(self.state_buffers, n, make, self.x)  # never the current states
-        return std, draft, noise, new_x, out
+        return std, host_path, noise, new_x, out
 
     @staticmethod
     def _spare(pairs: dict, key, make: Callable[[], torch.Tensor], current):
@@ -914,15 +936,15 @@ class _Run:
         """
         if inputs is None or not (means.dtype == self.dtype and means.is_contiguous()):
             return None
-        std, draft, noise, new_x, out = inputs
+        std, path, noise, new_x, out = inputs
         target = host_grid(means, len(lengths), steps.shape[1])
-        found = fused_verify(target, draft, noise, lengths, std, uniforms, residual_uniforms,
+        found = fused_verify(target, path, noise, lengths, std, uniforms, residual_uniforms,
                              self.verification == "token", self.coupling == "reflection")
         if found.status == 1:  # a drafted slot's log ratio is not finite: find the culprit
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
         if found.status != 0:
             return None  # a zero std (mutually singular) or an overflow: the general path decides
-        finite = fused_next_states(target, draft, noise, host_grid(fresh, len(lengths)), found.tau,
+        finite = fused_next_states(target, path, noise, host_grid(fresh, len(lengths)), found.tau,
                                    found.mode, found.shift, std, out)
         return found.tau, found.log_weight, new_x, finite
 
@@ -934,6 +956,8 @@ class _Run:
         after the accepted drafts (bonus, residual or reflection step) and whether they are finite.
         """
         target, shape, device, n = self.target, self.event_shape, self.device, len(lengths)
+        if draft_means is not None:
+            draft_means = draft_means.grid()
         width = 0 if draft_means is None else draft_means.shape[1]
         deltas = log_ratio = np.zeros((n, 1))
         if width > 0:
@@ -1053,7 +1077,9 @@ class _Run:
             next_width = min(gamma + 2, self.gamma)  # room to draft 2 further (self.gamma: max)
         inputs = None
         if self.fused_verification:  # L = std I on CPU: prepared while the caches are warm
-            inputs = self._compiled_inputs(grid_covariance, draft_means, noises, steps, lengths)
+            inputs = self._compiled_inputs(grid_covariance, path, noises, steps, lengths)
+        if inputs is None and draft_means is not None:
+            draft_means.grid()  # stored before the call, while the drafts are in the cache
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
             path, steps, lengths, stale, memory0,
             lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,

@@ -35,10 +35,10 @@ def _always_accept(log_ratio, delta, uniforms, lengths, verification):
     return np.asarray(lengths, dtype=np.int64).copy(), np.zeros(len(lengths))
 
 
-def _fused_always_accept(target, draft, noise, lengths, std, uniforms, residual_uniforms, token,
+def _fused_always_accept(target, path, noise, lengths, std, uniforms, residual_uniforms, token,
                          reflection):
     """The same bug on the compiled CPU path: every draft accepted, the bonus step after it."""
-    found = fused_verify(target, draft, noise, lengths, std, uniforms, residual_uniforms, token,
+    found = fused_verify(target, path, noise, lengths, std, uniforms, residual_uniforms, token,
                          reflection)
     found.tau = np.asarray(lengths, dtype=np.int64).copy()
     found.log_weight = np.zeros(len(lengths))
@@ -50,14 +50,15 @@ def _draft_instead_of_residual(whitened, delta, log_weight, uniforms, fresh_nois
     return fresh_noise  # y = m_p + L zeta: a fresh DRAFT draw, not the residual
 
 
-def _fused_draft_instead_of_residual(target, draft, noise, fresh, tau, mode, shift, std, out):
+def _fused_draft_instead_of_residual(target, path, noise, fresh, tau, mode, shift, std, out):
     """The same bug on the compiled CPU path: residual rows become ``m_p + std zeta``."""
     residual = np.nonzero(mode == RESIDUAL_DRAW)[0]
     target = target.copy()
-    for row in residual:  # a target draw centred on the draft mean is a fresh draft draw
-        target[row, tau[row]] = draft[row, tau[row]]
+    for row in residual:  # a target draw centred on the draft mean m_p = x' - std xi
+        k = tau[row]
+        target[row, k] = path[row, k + 1] - std[row, k] * noise[row, k]
     mode = np.where(mode == RESIDUAL_DRAW, TARGET_DRAW, mode)
-    return fused_next_states(target, draft, noise, fresh, tau, mode, shift, std, out)
+    return fused_next_states(target, path, noise, fresh, tau, mode, shift, std, out)
 
 
 class _ScaledCovariance:

@@ -79,7 +79,8 @@ def test_fused_verify_matches_the_general_functions(dtype, token):
     uniforms = torch.rand(n, width, generator=generator, dtype=torch.float64).numpy()
     residual_uniforms = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
     std = torch.rand(n, width + 1, generator=generator, dtype=torch.float64).numpy() + 0.2
-    grids = means.numpy(), drafts.contiguous().numpy(), noise.numpy()
+    path = torch.cat([means[:, :1], drafts + torch.as_tensor(std[:, :width, None], dtype=dtype) * noise], 1)
+    grids = means.numpy(), path.numpy(), noise.numpy()
     found = fused_verify(*grids, lengths, std, uniforms, residual_uniforms, token, False)
     assert found.status == 0
     covariance = gs.IsotropicCovariance(torch.as_tensor(std[:, :width].reshape(-1)))
@@ -121,7 +122,8 @@ def test_fused_next_states_matches_couplings():
     s_star, offset = sample_residual(np.array([-0.3]), delta.numpy(), np.array([0.4]))
     shift = np.array([0.0, (s_star + offset)[0], 0.0])
     std_grid = np.full((n, width + 1), std)
-    grids = means.numpy(), drafts.numpy(), noise.numpy(), fresh.numpy()
+    path = torch.cat([means[:, :1], drafts + std * noise], 1)  # x_{i+1} = m_p + std xi
+    grids = means.numpy(), path.numpy(), noise.numpy(), fresh.numpy()
     out = torch.empty_like(fresh)
     assert fused_next_states(*grids, tau, mode, shift, std_grid, out.numpy())
     torch.testing.assert_close(out[0], means[0, 2] + std * fresh[0])
