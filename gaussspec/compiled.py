@@ -2,7 +2,7 @@
 
 When the shared covariance is ``L = std I`` (a std per chain and step) and states live on the CPU,
 everything after the batched target call is a few passes over three arrays, which numba runs in
-two calls instead of some forty small tensor operations:
+one call (:func:`fused_step`) instead of some forty small tensor operations:
 
 * :func:`fused_verify`: per drafted slot the gap ``m_q - m_p`` (the draft mean read off the drafted
   state, ``m_p = x' - std xi``) gives ``delta = |gap| / std`` and
@@ -28,7 +28,7 @@ import torch
 
 from gaussspec.residual import _NODES, _WEIGHTS, _block_lengths, _sample_one
 
-__all__ = ["fused_verify", "fused_next_states", "gather_rows", "host_grid", "FusedVerification",
+__all__ = ["fused_step", "fused_verify", "fused_next_states", "gather_rows", "host_grid", "FusedVerification",
            "TARGET_DRAW", "RESIDUAL_DRAW", "REFLECTION", "compilations"]
 
 #: How :func:`fused_next_states` makes a chain's next state.
@@ -232,6 +232,55 @@ def fused_next_states(
         False when any written value is NaN or inf.
     """
     return _next_states(target, path, noise, fresh, tau, mode, shift, std, out)
+
+
+@numba.njit(nogil=True)
+def _step(target, path, noise, fresh, lengths, std, uniforms, residual_uniforms, token, reflection,
+          nodes, weights, out, source, flat_index, gathered):
+    tau, log_w, mode, shift, delta, log_ratio, status = _verify(
+        target, path, noise, lengths, std, uniforms, residual_uniforms, token, reflection, nodes,
+        weights)
+    finite = False
+    if status == 0:
+        finite = _next_states(target, path, noise, fresh, tau, mode, shift, std, out)
+        if gathered.shape[0]:
+            _gather_rows(source, flat_index, tau, gathered)
+    return tau, log_w, mode, shift, delta, log_ratio, status, finite
+
+
+_NO_GATHER = (np.zeros((0, 1)), np.zeros((0, 1), dtype=np.int64), np.zeros((0, 1)))
+
+
+def fused_step(
+    target: np.ndarray,
+    path: np.ndarray,
+    noise: np.ndarray,
+    fresh: np.ndarray,
+    lengths: np.ndarray,
+    std: np.ndarray,
+    uniforms: np.ndarray,
+    residual_uniforms: np.ndarray,
+    token: bool,
+    reflection: bool,
+    out: np.ndarray,
+    gather: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[FusedVerification, bool]:
+    """:func:`fused_verify`, then (if it succeeded) :func:`fused_next_states` and
+    :func:`gather_rows`, in one compiled call.
+
+    The round's hot path; the parts stay public for tests and planted mutants.
+
+    Args:
+        gather: ``(source, flat_index, out)`` for :func:`gather_rows` (each chain's target
+            evaluation at its accepted slot), or None.
+
+    Returns:
+        ``(found, finite)``: what :func:`fused_verify` found and whether every next state written
+        to ``out`` is finite (False, with nothing written, when ``found.status != 0``).
+    """
+    *found, finite = _step(target, path, noise, fresh, lengths, std, uniforms, residual_uniforms,
+                           token, reflection, _NODES, _WEIGHTS, out, *(gather or _NO_GATHER))
+    return FusedVerification(*found), finite
 
 
 @numba.njit(nogil=True)

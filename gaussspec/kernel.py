@@ -8,6 +8,11 @@ batched over chains: ``x`` has shape ``(B, *event_shape)`` and ``t`` is a ``(B,)
 so chains in one batch may sit at different steps. The covariance depends on the step only and is
 shared by a target kernel and its draft (ALGORITHMS section 1).
 
+The engine reuses its buffers across rounds: ``x``, ``t`` and evaluations passed to a kernel may
+be views that change after the call returns, so a kernel that keeps an input beyond the call
+clones it. The engine may hold a returned mean until the round ends: return a new tensor, not a
+buffer the kernel writes again.
+
 Optional pieces:
 
 * the split ``evaluate(x, t)`` (the expensive part: a network output, a gradient, forces) plus

@@ -23,8 +23,7 @@ import torch
 
 from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
-from gaussspec.compiled import (compilations, fused_next_states, fused_verify, gather_rows,
-                                host_grid)
+from gaussspec.compiled import compilations, fused_step, gather_rows, host_grid
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
 from gaussspec.covariance import IsotropicCovariance
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
@@ -423,11 +422,12 @@ class _Run:
         self.buffers: dict = {}  # round grids reused across rounds (and their views by shape)
         self.grid_index: dict[tuple[int, int], np.ndarray] = {}  # flat row of each grid slot
         self.positions = np.arange(self.gamma + 1)
+        self.step_grids: dict[tuple[int, int], tuple] = {}  # CPU step grids (and views) per shape
+        self.slot = None  # (slot 0, path grid) where the compiled step writes the next states
         self.fused_verification = (self.on_cpu  # compiled CPU paths (until a round says no)
                                    and self.dtype in (torch.float32, torch.float64))
         self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
         self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
-        self.state_buffers: dict[int, list] = {}  # two next-state tensors (and host views) per n
         self.has_cache = np.zeros(self.num_chains, dtype=bool)
         self.all_cached = False  # every chain has a free-drafter cache (then has_cache is all True)
         self.trajectory = None
@@ -567,6 +567,8 @@ class _Run:
         if self.checkpoint is not None:
             self._save()
         self.stats.wall_time = self.elapsed + time.perf_counter() - self.started
+        if self.slot is not None and self.x is self.slot[0]:
+            self.x = self.x.clone()  # the final states, not a view into a round's grid
         return SampleResult(self.x, self.trajectory, self.stats, self.memory)
 
     def _adaptive_plain(self, active_np: np.ndarray) -> bool:
@@ -683,11 +685,8 @@ class _Run:
         target, shape, n = self.target, self.event_shape, len(lengths)
         width, shortest = int(lengths.max()), int(lengths.min())
         zero = shortest < width  # padding stays finite
-        path = self._grid("path", (n, width + 1, *shape), zero)
-        path[:, 0] = x0
-        # step of each position; padding repeats the chain's last drafted step (a valid index)
-        positions = self.positions[: width + 1]
-        steps = self._device_index(t0_host[:, None] + np.minimum(positions, lengths[:, None]))
+        path = self._path_grid(x0, (n, width + 1, *shape), zero)
+        steps, steps_at = self._steps(t0_host, lengths, width)
         grid_covariance = target.covariance(steps.reshape(-1))
         if width == 0:
             return path, None, None, steps, grid_covariance
@@ -699,7 +698,7 @@ class _Run:
         if self.draft_kernel.has_memory:
             draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
             draft_memory[:, 0] = memory0
-        path_at, steps_at = self._columns("path", path), steps.unbind(1)  # per-position views
+        path_at = self._columns("path", path)  # per-position views
         noise_at = noises.unbind(1)
         full_means = []  # draft means of the positions every chain drafts, stored in one op below
         for i in range(1, width + 1):
@@ -731,6 +730,47 @@ class _Run:
                 )
         return path, _DraftMeans(draft_means, full_means), noises, steps, grid_covariance
 
+    def _path_grid(self, x0: torch.Tensor, shape: tuple, zero: bool) -> torch.Tensor:
+        """The round's path grid (a :meth:`_grid` view) with ``x0`` in slot 0.
+
+        The compiled step writes the next states into slot 0 of its grid, ``self.slot = (slot 0,
+        grid)``, and ``self.x`` is that slot: a next round of the same shape drafts from there
+        without a copy. Otherwise current states living in a grid are moved out first (the grid
+        is about to be rewritten).
+        """
+        if self.slot is not None and self.x is self.slot[0]:
+            grid = self.slot[1]
+            if not zero and x0 is self.x and tuple(grid.shape) == shape:
+                return grid  # slot 0 holds the current states already
+            moved = self.x.clone()
+            x0 = moved if x0 is self.x else x0
+            self.x = moved
+        self.slot = None
+        path = self._grid("path", shape, zero)
+        path[:, 0] = x0
+        return path
+
+    def _steps(self, t0_host: np.ndarray, lengths: np.ndarray, width: int):
+        """``steps[b, i] = t0[b] + min(i, lengths[b])`` and its columns (``steps.unbind(1)``).
+
+        Padding repeats a chain's last drafted step (a valid index). On the CPU the grid is a
+        buffer kept across rounds with its views (one numpy call a round); kernels must not keep
+        the ``t`` they are given beyond the call.
+        """
+        positions = self.positions[: width + 1]
+        offsets = positions if int(lengths.min()) == width else np.minimum(positions, lengths[:, None])
+        if not self.on_cpu:
+            steps = self._device_index(t0_host[:, None] + offsets)
+            return steps, steps.unbind(1)
+        key = (len(lengths), width)
+        grid = self.step_grids.get(key)
+        if grid is None:
+            host = np.empty(key[0] * (width + 1), dtype=np.int64).reshape(key[0], width + 1)
+            steps = torch.from_numpy(host)
+            grid = self.step_grids[key] = (host, steps, steps.unbind(1))
+        np.add(t0_host[:, None], offsets, out=grid[0])
+        return grid[1], grid[2]
+
     def _grid(self, name: str, shape: tuple, zero: bool) -> torch.Tensor:
         """A contiguous ``shape`` view of a buffer kept across rounds (no allocation, no page
         faults on the hot path); nothing that outlives the round may alias it."""
@@ -753,13 +793,15 @@ class _Run:
             columns = self.buffers[key] = view.unbind(1)
         return columns
 
-    def _host(self, name: str, view: torch.Tensor) -> np.ndarray:
-        """The host array ``(rows, columns, features)`` of a CPU :meth:`_grid` view, kept with it."""
+    def _host(self, name: str, view: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Host arrays of a CPU :meth:`_grid` view, kept with it: ``(rows, columns, features)``
+        and its column 0, ``(rows, features)``."""
         key = (name + ".host", tuple(view.shape))
-        host = self.buffers.get(key)
-        if host is None or host.ctypes.data != view.data_ptr():
-            host = self.buffers[key] = host_grid(view, view.shape[0], view.shape[1])
-        return host
+        kept = self.buffers.get(key)
+        if kept is None or kept[0] != view.data_ptr():
+            host = host_grid(view, view.shape[0], view.shape[1])
+            kept = self.buffers[key] = (view.data_ptr(), host, host[:, 0])
+        return kept[1], kept[2]
 
     def _draft_noise(self, chains_np, lengths, steps):
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
@@ -894,33 +936,31 @@ class _Run:
 
         Returns ``(std, path, noise, new_x, out)``: the ``(n, width + 1)`` std of the step leaving
         each slot, host views of the drafted paths and the noise, the tensor the next states go to
-        (one of two kept across rounds, never the one holding the current states) and its host
-        view; or None when the covariance is not isotropic.
+        and its host view; or None when the covariance is not isotropic. The next states go to the
+        path's slot 0 (only later slots are read when they are written), where the next round of
+        the same shape drafts from them without a copy.
         """
         n, width = len(lengths), steps.shape[1] - 1
         std = self._std_grid(covariance, n, width + 1)
         if std is None:
             return None
-        host_path = self._host("path", path)
+        host_path, host_first = self._host("path", path)
         if width:
             noise = host_grid(noises, n, width)
         else:
             noise = np.zeros((n, 1, 1), dtype=_NUMPY_DTYPES[self.dtype])
-        def make():
-            return torch.empty((n, *self.event_shape), dtype=self.dtype)
-
         if self.target.has_memory:  # next_memory may keep the new states: a tensor of their own
-            new_x = make()
+            new_x = torch.empty((n, *self.event_shape), dtype=self.dtype)
             return std, host_path, noise, new_x, host_grid(new_x, n)
-        new_x, out = self._spare(self.state_buffers, n, make, self.x)  # never the current states
-        return std, host_path, noise, new_x, out
+        self.slot = (self._columns("path", path)[0], path)
+        return std, host_path, noise, self.slot[0], host_first
 
     @staticmethod
     def _spare(pairs: dict, key, make: Callable[[], torch.Tensor], current):
         """One of two ``(tensor, host view)`` pairs kept in ``pairs[key]``: never ``current``'s.
 
         Double buffering for what a round writes while the previous round's result is still in
-        use (the current states, the free drafter's current cache).
+        use (the free drafter's current cache).
         """
         pair = pairs.get(key)
         if pair is None:
@@ -928,24 +968,25 @@ class _Run:
         return pair[1] if pair[0][0] is current else pair[0]
 
     def _step_compiled(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
-                       residual_uniforms, fresh, inputs):
+                       residual_uniforms, fresh, inputs, gather):
         """Verification and the next states by the compiled CPU path, or None if it does not apply.
 
-        ``inputs`` is what :meth:`_compiled_inputs` prepared (None: not isotropic). Returns
-        ``(tau, log_w, next_states, finite)`` like :meth:`_step_general`.
+        ``inputs`` is what :meth:`_compiled_inputs` prepared (None: not isotropic); ``gather`` a
+        :meth:`_gather_plan` done in the same call (or None). Returns ``(tau, log_w, next_states,
+        finite)`` like :meth:`_step_general`.
         """
         if inputs is None or not (means.dtype == self.dtype and means.is_contiguous()):
             return None
         std, path, noise, new_x, out = inputs
-        target = host_grid(means, len(lengths), steps.shape[1])
-        found = fused_verify(target, path, noise, lengths, std, uniforms, residual_uniforms,
-                             self.verification == "token", self.coupling == "reflection")
+        found, finite = fused_step(
+            host_grid(means, len(lengths), steps.shape[1]), path, noise,
+            host_grid(fresh, len(lengths)), lengths, std, uniforms, residual_uniforms,
+            self.verification == "token", self.coupling == "reflection", out,
+            None if gather is None else gather[1])
         if found.status == 1:  # a drafted slot's log ratio is not finite: find the culprit
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
         if found.status != 0:
             return None  # a zero std (mutually singular) or an overflow: the general path decides
-        finite = fused_next_states(target, path, noise, host_grid(fresh, len(lengths)), found.tau,
-                                   found.mode, found.shift, std, out)
         return found.tau, found.log_weight, new_x, finite
 
     def _step_general(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
@@ -1018,23 +1059,31 @@ class _Run:
             return None
         return np.ascontiguousarray(np.broadcast_to(std, (n * columns,)).reshape(n, columns))
 
-    def _evaluations_at(self, evaluations, flat_index: np.ndarray, tau: np.ndarray):
-        """Each chain's target evaluation at its accepted slot, ``evaluations[flat_index[b, tau_b]]``.
+    def _gather_plan(self, evaluations, flat_index: np.ndarray, n: int):
+        """Where a compiled gather of each chain's evaluation at its accepted slot goes.
 
-        A plain float CPU tensor is gathered by one compiled call into one of two buffers kept
-        across rounds (the free drafter's cache, read by the next round's drafts: never the
-        buffer holding the current cache); anything else (a tree, another device, a kernel with
-        memory that may keep it) by ``index_select`` into new tensors.
+        A plain float CPU tensor is gathered into one of two buffers kept across rounds (the free
+        drafter's cache, read by the next round's drafts: never the buffer holding the current
+        cache). Returns ``(out, (source, flat_index, host_out))`` for :func:`gather_rows`, or None
+        for anything else (a tree, another device, a kernel with memory that may keep it).
         """
-        n = len(tau)
-        if (self.on_cpu and not self.target.has_memory and isinstance(evaluations, torch.Tensor)
+        if not (self.on_cpu and not self.target.has_memory and isinstance(evaluations, torch.Tensor)
                 and evaluations.dtype in _NUMPY_DTYPES and evaluations.is_contiguous()
                 and not evaluations.requires_grad and evaluations.ndim >= 1):
-            key = (n, tuple(evaluations.shape[1:]), evaluations.dtype)
-            out, host = self._spare(self.cache_buffers, key,
-                                    lambda: evaluations.new_empty((n, *key[1])), self.cache)
-            gather_rows(host_grid(evaluations, evaluations.shape[0]), flat_index, tau, host)
-            return out
+            return None
+        key = (n, tuple(evaluations.shape[1:]), evaluations.dtype)
+        out, host = self._spare(self.cache_buffers, key,
+                                lambda: evaluations.new_empty((n, *key[1])), self.cache)
+        return out, (host_grid(evaluations, evaluations.shape[0]), flat_index, host)
+
+    def _evaluations_at(self, evaluations, flat_index: np.ndarray, tau: np.ndarray):
+        """Each chain's target evaluation at its accepted slot, ``evaluations[flat_index[b, tau_b]]``
+        (compiled into reused buffers where :meth:`_gather_plan` applies, else ``index_select``)."""
+        n = len(tau)
+        plan = self._gather_plan(evaluations, flat_index, n)
+        if plan is not None:
+            gather_rows(*plan[1][:2], tau, plan[1][2])
+            return plan[0]
         at_tau = self._device_index(flat_index[np.arange(n), tau])
         return _tree_map(lambda e: torch.index_select(e, 0, at_tau), evaluations)
 
@@ -1089,10 +1138,14 @@ class _Run:
         self.stats.noise_time += time.perf_counter() - tick  # waiting for the background draws
         if next_noise is not None:
             self.prefetched = (chains_np, next_noise)
-        stepped = None
-        if inputs is not None:  # L = std I on CPU: two compiled calls do the rest
+        stepped = gather = tau_eval = None
+        if inputs is not None:  # L = std I on CPU: one compiled call does the rest
+            if self.drafter.source == "free":
+                gather = self._gather_plan(evaluations, flat_index, n)
             stepped = self._step_compiled(means, draft_means, noises, steps, lengths, chains_np,
-                                          uniforms, residual_uniforms, fresh, inputs)
+                                          uniforms, residual_uniforms, fresh, inputs, gather)
+            if stepped is not None and gather is not None:
+                tau_eval = gather[0]  # the free drafter's next cache, gathered in that call
         if stepped is None:
             stepped = self._step_general(means, draft_means, noises, steps, lengths, chains_np,
                                          uniforms, residual_uniforms, fresh)
@@ -1102,8 +1155,7 @@ class _Run:
             _check_finite(new_x, "the new state", self._device_index(t0_host + tau), chains)
 
         # --- advance the chains -------------------------------------------------------------
-        tau_eval = None
-        if target.has_memory or self.drafter.source == "free":
+        if tau_eval is None and (target.has_memory or self.drafter.source == "free"):
             tau_eval = self._evaluations_at(evaluations, flat_index, tau)
         if target.has_memory:
             rows, tau_t = self.chain_ids[:n], self._device_index(tau)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from gaussspec import sampler as _sampler
-from gaussspec.compiled import RESIDUAL_DRAW, TARGET_DRAW, fused_next_states, fused_verify
+from gaussspec.compiled import (RESIDUAL_DRAW, TARGET_DRAW, fused_next_states, fused_verify,
+                                gather_rows)
 from gaussspec.covariance import IsotropicCovariance
 
 __all__ = ["MUTANTS", "planted_mutant"]
@@ -35,30 +36,48 @@ def _always_accept(log_ratio, delta, uniforms, lengths, verification):
     return np.asarray(lengths, dtype=np.int64).copy(), np.zeros(len(lengths))
 
 
-def _fused_always_accept(target, path, noise, lengths, std, uniforms, residual_uniforms, token,
-                         reflection):
+def _fused_always_accept(target, path, noise, fresh, lengths, std, uniforms, residual_uniforms,
+                         token, reflection, out, gather=None):
     """The same bug on the compiled CPU path: every draft accepted, the bonus step after it."""
     found = fused_verify(target, path, noise, lengths, std, uniforms, residual_uniforms, token,
                          reflection)
     found.tau = np.asarray(lengths, dtype=np.int64).copy()
     found.log_weight = np.zeros(len(lengths))
     found.mode = np.full(len(lengths), TARGET_DRAW)
-    return found
+    if found.status != 0:
+        return found, False
+    return found, _next_states_and_gather(target, path, noise, fresh, found.tau, found.mode,
+                                          found.shift, std, out, gather)
+
+
+def _next_states_and_gather(target, path, noise, fresh, tau, mode, shift, std, out, gather):
+    """The rest of :func:`fused_step` after verification (the next states, then the gather)."""
+    finite = fused_next_states(target, path, noise, fresh, tau, mode, shift, std, out)
+    if gather is not None:
+        source, flat_index, gathered = gather
+        gather_rows(source, flat_index, tau, gathered)
+    return finite
 
 
 def _draft_instead_of_residual(whitened, delta, log_weight, uniforms, fresh_noise):
     return fresh_noise  # y = m_p + L zeta: a fresh DRAFT draw, not the residual
 
 
-def _fused_draft_instead_of_residual(target, path, noise, fresh, tau, mode, shift, std, out):
+def _fused_draft_instead_of_residual(target, path, noise, fresh, lengths, std, uniforms,
+                                     residual_uniforms, token, reflection, out, gather=None):
     """The same bug on the compiled CPU path: residual rows become ``m_p + std zeta``."""
-    residual = np.nonzero(mode == RESIDUAL_DRAW)[0]
+    found = fused_verify(target, path, noise, lengths, std, uniforms, residual_uniforms, token,
+                         reflection)
+    if found.status != 0:
+        return found, False
+    tau, mode = found.tau, found.mode
     target = target.copy()
-    for row in residual:  # a target draw centred on the draft mean m_p = x' - std xi
+    for row in np.nonzero(mode == RESIDUAL_DRAW)[0]:  # a target draw centred on m_p = x' - std xi
         k = tau[row]
         target[row, k] = path[row, k + 1] - std[row, k] * noise[row, k]
     mode = np.where(mode == RESIDUAL_DRAW, TARGET_DRAW, mode)
-    return fused_next_states(target, path, noise, fresh, tau, mode, shift, std, out)
+    return found, _next_states_and_gather(target, path, noise, fresh, tau, mode, found.shift, std,
+                                          out, gather)
 
 
 class _ScaledCovariance:
@@ -94,13 +113,13 @@ def planted_mutant(name: str):
     with contextlib.ExitStack() as stack:
         if name == "always_accept":
             stack.enter_context(mock.patch.object(_sampler, "accepted_lengths", _always_accept))
-            stack.enter_context(mock.patch.object(_sampler, "fused_verify", _fused_always_accept))
+            stack.enter_context(mock.patch.object(_sampler, "fused_step", _fused_always_accept))
         elif name == "draft_instead_of_residual":
             stack.enter_context(
                 mock.patch.object(_sampler, "residual_noise", _draft_instead_of_residual)
             )
             stack.enter_context(mock.patch.object(
-                _sampler, "fused_next_states", _fused_draft_instead_of_residual))
+                _sampler, "fused_step", _fused_draft_instead_of_residual))
         elif name == "reflection_in_block":
             original = _sampler._Run.__init__
 

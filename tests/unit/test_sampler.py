@@ -180,3 +180,14 @@ def test_covariance_and_mean_shape_mismatches_are_named():
     with pytest.raises(ValueError, match="returned shape"):
         gs.SpeculativeSampler(WrongShapeKernel(), gs.FreeDrafter()).sample(
             x0, generator=torch.Generator().manual_seed(0))
+
+
+def test_samples_own_their_storage():
+    """The engine writes next states into its reused path grid; results must not alias it."""
+    target = chains.OrnsteinUhlenbeckKernel(dimension=3, num_steps=12)
+    x0 = torch.zeros(4, 3)
+    sampler = gs.SpeculativeSampler(target, gs.FreeDrafter(), 3)
+    result = sampler.sample(x0, generator=torch.Generator().manual_seed(0))
+    samples = result.samples
+    assert samples.is_contiguous()
+    assert samples.untyped_storage().nbytes() == samples.numel() * samples.element_size()
