@@ -424,6 +424,7 @@ class _Run:
         self.positions = np.arange(self.gamma + 1)
         self.step_grids: dict[tuple[int, int], tuple] = {}  # CPU step grids (and views) per shape
         self.slot = None  # (slot 0, path grid) where the compiled step writes the next states
+        self.full_lengths: dict[int, np.ndarray] = {}  # draft lengths when every chain drafts g
         self.fused_verification = (self.on_cpu  # compiled CPU paths (until a round says no)
                                    and self.dtype in (torch.float32, torch.float64))
         self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
@@ -553,13 +554,18 @@ class _Run:
 
     def run(self) -> SampleResult:
         self.started, self.elapsed = time.perf_counter(), self.stats.wall_time
+        all_ids = np.arange(self.num_chains)
         while True:
-            active = np.nonzero(self.t_host < self.num_steps)[0]  # host mirror of t: no sync
-            if len(active) == 0:
-                break
+            latest = int(self.t_host.max())  # host mirror of t: no sync
+            if latest < self.num_steps:  # every chain still runs
+                active = all_ids
+            else:
+                active = np.nonzero(self.t_host < self.num_steps)[0]
+                if len(active) == 0:
+                    break
             if self.adaptive is not None and self._adaptive_plain(active):
                 continue
-            self._round(active)
+            self._round(active, latest)
             if self.checkpoint is not None and self.stats.rounds % self.checkpoint.every_rounds == 0:
                 self._save()
         self.bar.close()
@@ -673,7 +679,7 @@ class _Run:
             return torch.from_numpy(np.ascontiguousarray(array))  # shares the host memory
         return torch.as_tensor(np.ascontiguousarray(array), device=self.device)
 
-    def _draft(self, x0, t0_host, memory0, stale, lengths, chains_np):
+    def _draft(self, x0, t0_host, memory0, stale, lengths, width, shortest, chains_np):
         """Draft up to ``lengths[b]`` steps per chain: the padded ``(n, width + 1)`` path grid.
 
         Returns ``(path, draft_means, noises, steps, covariance)``; ``path[:, 0] = x0`` and
@@ -683,10 +689,9 @@ class _Run:
         target's covariance at every slot of ``steps`` (flattened).
         """
         target, shape, n = self.target, self.event_shape, len(lengths)
-        width, shortest = int(lengths.max()), int(lengths.min())
         zero = shortest < width  # padding stays finite
         path = self._path_grid(x0, (n, width + 1, *shape), zero)
-        steps, steps_at = self._steps(t0_host, lengths, width)
+        steps, steps_at = self._steps(t0_host, lengths, width, zero)
         grid_covariance = target.covariance(steps.reshape(-1))
         if width == 0:
             return path, None, None, steps, grid_covariance
@@ -750,7 +755,7 @@ class _Run:
         path[:, 0] = x0
         return path
 
-    def _steps(self, t0_host: np.ndarray, lengths: np.ndarray, width: int):
+    def _steps(self, t0_host: np.ndarray, lengths: np.ndarray, width: int, ragged: bool):
         """``steps[b, i] = t0[b] + min(i, lengths[b])`` and its columns (``steps.unbind(1)``).
 
         Padding repeats a chain's last drafted step (a valid index). On the CPU the grid is a
@@ -758,7 +763,7 @@ class _Run:
         the ``t`` they are given beyond the call.
         """
         positions = self.positions[: width + 1]
-        offsets = positions if int(lengths.min()) == width else np.minimum(positions, lengths[:, None])
+        offsets = np.minimum(positions, lengths[:, None]) if ragged else positions
         if not self.on_cpu:
             steps = self._device_index(t0_host[:, None] + offsets)
             return steps, steps.unbind(1)
@@ -770,6 +775,13 @@ class _Run:
             grid = self.step_grids[key] = (host, steps, steps.unbind(1))
         np.add(t0_host[:, None], offsets, out=grid[0])
         return grid[1], grid[2]
+
+    def _full_lengths(self, gamma: int) -> np.ndarray:
+        """Every chain's draft length when all draft ``gamma`` (kept; callers must not write it)."""
+        lengths = self.full_lengths.get(gamma)
+        if lengths is None:
+            lengths = self.full_lengths[gamma] = np.full(self.num_chains, gamma, dtype=np.int64)
+        return lengths
 
     def _grid(self, name: str, shape: tuple, zero: bool) -> torch.Tensor:
         """A contiguous ``shape`` view of a buffer kept across rounds (no allocation, no page
@@ -817,7 +829,7 @@ class _Run:
         if self.prefetched is not None:
             prefetched_chains, block = self.prefetched
             self.prefetched = None
-            if len(prefetched_chains) != len(chains_np) or (prefetched_chains != chains_np).any():
+            if len(prefetched_chains) != len(chains_np):  # chains only finish: same count, same set
                 block = block[self._device_index(np.searchsorted(prefetched_chains, chains_np))]
             if block.shape[1] < width:  # an adaptive round drafting further than the last one
                 tick = time.perf_counter()
@@ -825,6 +837,8 @@ class _Run:
                                            self.noise_shape, self.dtype)
                 self.stats.noise_time += time.perf_counter() - tick
                 block = torch.cat([block, extra[:, : width - block.shape[1]]], dim=1)
+            if block.shape[1] == width:
+                return block
             block = block[:, :width]
             return block if block.is_contiguous() else block.contiguous()
         tick = time.perf_counter()
@@ -833,7 +847,7 @@ class _Run:
         self.stats.noise_time += time.perf_counter() - tick
         return noises if noises.is_contiguous() else noises.contiguous()
 
-    def _verify_target(self, path, steps, lengths, stale, memory0, start_draws):
+    def _verify_target(self, path, steps, lengths, full, stale, memory0, start_draws):
         """ONE batched target call on the drafted states, and the target means along each path.
 
         ``start_draws()`` is called right before the call (so that the background draws it starts
@@ -847,7 +861,6 @@ class _Run:
         """
         target, shape, n = self.target, self.event_shape, len(lengths)
         width = path.shape[1] - 1
-        full = int(lengths.min()) == width
         frozen = self.drafter.source == "frozen"
         if full and not frozen:  # every chain drafts fully: the flat layout is the grid itself
             flat_index = self.grid_index.get((n, width))
@@ -1087,7 +1100,8 @@ class _Run:
         at_tau = self._device_index(flat_index[np.arange(n), tau])
         return _tree_map(lambda e: torch.index_select(e, 0, at_tau), evaluations)
 
-    def _round(self, chains_np: np.ndarray) -> None:
+    def _round(self, chains_np: np.ndarray, latest: int) -> None:
+        """One speculative round of these chains; ``latest`` is the largest step of any chain."""
         target, gamma, shape, device = self.target, self.gamma, self.event_shape, self.device
         n = len(chains_np)
         all_chains = n == self.num_chains
@@ -1102,11 +1116,14 @@ class _Run:
             gamma = self.round_gamma  # chosen by _adaptive_plain
             target_time, draft_time = self.stats.target_time, self.stats.draft_time
             compiled_before, round_start = compilations(), time.perf_counter()
-        lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
-        if self.drafter.source == "free":
-            if not self.all_cached:
+        if all_chains and latest + gamma < self.num_steps and (
+                self.all_cached or self.drafter.source != "free"):
+            lengths, width, shortest = self._full_lengths(gamma), gamma, gamma  # no chain nears K
+        else:
+            lengths = np.minimum(gamma, self.num_steps - t0_host - 1)
+            if self.drafter.source == "free" and not self.all_cached:
                 lengths = np.where(self.has_cache[chains_np], lengths, 0)
-        width = int(lengths.max())
+            width, shortest = int(lengths.max()), int(lengths.min())
 
         # --- the frozen evaluation (one extra sequential target call) or the cached one -------
         stale = None
@@ -1118,7 +1135,7 @@ class _Run:
 
         # --- drafting, ONE batched target call, verification ----------------------------------
         path, draft_means, noises, steps, grid_covariance = self._draft(
-            x0, t0_host, memory0, stale, lengths, chains_np)
+            x0, t0_host, memory0, stale, lengths, width, shortest, chains_np)
         next_width = gamma  # the next round's draft noise
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
             frozen_call = self.stats.target_time - target_time
@@ -1130,7 +1147,7 @@ class _Run:
         if inputs is None and draft_means is not None:
             draft_means.grid()  # stored before the call, while the drafts are in the cache
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
-            path, steps, lengths, stale, memory0,
+            path, steps, lengths, shortest == width, stale, memory0,
             lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
                                             next_width))  # these draws overlap the target call
         tick = time.perf_counter()
