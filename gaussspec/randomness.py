@@ -120,14 +120,16 @@ class Randomness:
         return self._draw(torch.rand, chains, counts, (), torch.float64).cpu().numpy()
 
     def round_draws(
-        self, chains: np.ndarray, lengths: np.ndarray, noise_shape, dtype, next_width: int
+        self, chains: np.ndarray, lengths: np.ndarray, noise_shape, dtype, next_width: int,
+        next_out: torch.Tensor | None = None,
     ) -> Pending:
         """The draws a round makes after its target call, started now, in the background.
 
         Returns a :class:`Pending` ``(uniforms, fresh, residual_uniforms, next_noise)``: acceptance
         uniforms ``(n, max(lengths))``, standard normal noise ``(n, *noise_shape)`` for the step
         after the accepted drafts, ``(n,)`` uniforms for the residual, and the NEXT round's draft
-        noise ``(n, next_width, *noise_shape)`` for these chains (None when ``next_width`` is 0).
+        noise ``(n, next_width, *noise_shape)`` for these chains (None when ``next_width`` is 0),
+        written into ``next_out`` when given (a buffer the caller does not touch until then).
         None of them depends on the target's output, so on CPU they are drawn by a worker thread
         while the target call runs (torch releases the GIL inside its kernels). The generator is
         used in the same order as drawing them in the foreground after the call, so results are
@@ -149,7 +151,7 @@ class Randomness:
             next_noise = None
             if next_width > 0:
                 next_noise = torch.randn((n, next_width, *shape), generator=generator,
-                                         device=device, dtype=dtype)
+                                         device=device, dtype=dtype, out=next_out)
             return (np.ascontiguousarray(both[:, :width]), fresh,
                     np.ascontiguousarray(both[:, width]), next_noise)
 

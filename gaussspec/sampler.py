@@ -429,6 +429,9 @@ class _Run:
                                    and self.dtype in (torch.float32, torch.float64))
         self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
         self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
+        self.noise_buffers: dict[tuple, list] = {}  # two draft-noise buffers per shape
+        self.noise_columns: dict[tuple, tuple] = {}  # their per-position views
+        self.current_noise = None  # the draft noise of the round in progress
         self.has_cache = np.zeros(self.num_chains, dtype=bool)
         self.all_cached = False  # every chain has a free-drafter cache (then has_cache is all True)
         self.trajectory = None
@@ -704,7 +707,7 @@ class _Run:
             draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
             draft_memory[:, 0] = memory0
         path_at = self._columns("path", path)  # per-position views
-        noise_at = noises.unbind(1)
+        noise_at = self._noise_columns(noises)
         full_means = []  # draft means of the positions every chain drafts, stored in one op below
         for i in range(1, width + 1):
             every = i <= shortest  # every chain drafts position i: plain views, no gathers
@@ -804,6 +807,20 @@ class _Run:
         if columns is None or columns[0].data_ptr() != view.data_ptr():
             columns = self.buffers[key] = view.unbind(1)
         return columns
+
+    def _noise_columns(self, noises: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``noises.unbind(1)``; kept for the draft-noise buffers (their views stay valid)."""
+        columns = self.noise_columns.get((noises.data_ptr(), tuple(noises.shape)))
+        return noises.unbind(1) if columns is None else columns
+
+    def _noise_buffer(self, shape: tuple) -> torch.Tensor:
+        """A kept buffer for the next round's draft noise: never the one this round drafts with."""
+        def make():
+            buffer = torch.empty(shape, dtype=self.dtype)
+            self.noise_columns[(buffer.data_ptr(), shape)] = buffer.unbind(1)
+            return buffer
+
+        return self._spare(self.noise_buffers, shape, make, self.current_noise)[0]
 
     def _host(self, name: str, view: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Host arrays of a CPU :meth:`_grid` view, kept with it: ``(rows, columns, features)``
@@ -1107,7 +1124,7 @@ class _Run:
         all_chains = n == self.num_chains
         chains = self.chain_ids if all_chains else self._device_index(chains_np)
         x0 = self.x if all_chains else self.x[chains]
-        t0_host = self.t_host[chains_np]
+        t0_host = self.t_host if all_chains else self.t_host[chains_np]  # read before the update
         memory0 = None
         if self.memory is not None:
             memory0 = self.memory if all_chains else self.memory[chains]
@@ -1146,10 +1163,14 @@ class _Run:
             inputs = self._compiled_inputs(grid_covariance, path, noises, steps, lengths)
         if inputs is None and draft_means is not None:
             draft_means.grid()  # stored before the call, while the drafts are in the cache
+        next_out = None
+        if next_width and self.on_cpu:  # the next draft noise goes to a kept buffer
+            self.current_noise = noises
+            next_out = self._noise_buffer((n, next_width, *self.noise_shape))
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
             path, steps, lengths, shortest == width, stale, memory0,
             lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
-                                            next_width))  # these draws overlap the target call
+                                            next_width, next_out))  # overlap the target call
         tick = time.perf_counter()
         uniforms, fresh, residual_uniforms, next_noise = draws.result()
         self.stats.noise_time += time.perf_counter() - tick  # waiting for the background draws
