@@ -856,8 +856,7 @@ class _Run:
                 block = torch.cat([block, extra[:, : width - block.shape[1]]], dim=1)
             if block.shape[1] == width:
                 return block
-            block = block[:, :width]
-            return block if block.is_contiguous() else block.contiguous()
+            return block[:, :width].clone()  # a copy: the block's buffer takes the next draws
         tick = time.perf_counter()
         counts = lengths if self.adaptive is not None else np.full(len(lengths), self.gamma)
         noises = self.random.normal(chains_np, counts, self.noise_shape, self.dtype)[:, :width]
