@@ -989,7 +989,7 @@ class _Run:
         """One of two ``(tensor, host view)`` pairs kept in ``pairs[key]``: never ``current``'s.
 
         Double buffering for what a round writes while the previous round's result is still in
-        use (the free drafter's current cache).
+        use (the free drafter's current cache, the current draft noise).
         """
         pair = pairs.get(key)
         if pair is None:
