@@ -588,16 +588,18 @@ class _Run:
             (its draft length is left in ``self.round_gamma``).
         """
         self.decision_start = time.perf_counter()  # a round's time includes its decision
-        remaining = self.num_steps - self.t_host[active_np]
-        if self.drafter.source == "free" and not self.has_cache[active_np].all():
+        all_chains = len(active_np) == self.num_chains
+        t_active = self.t_host if all_chains else self.t_host[active_np]
+        if self.drafter.source == "free" and not (
+                self.all_cached or self.has_cache[active_np].all()):
             gamma, burst = 0, 1  # a free drafter has nothing to draft from yet: one plain step
         else:
             gamma, burst = self.adaptive.choose(len(active_np), self.drafter.source == "frozen",
-                                                int(remaining.max()))
+                                                self.num_steps - int(t_active.min()))
         if gamma > 0:
             self.round_gamma = gamma
             return False
-        burst = min(burst, int(remaining.min()))
+        burst = min(burst, self.num_steps - int(t_active.max()))
         if self.checkpoint is not None:  # stop at the next checkpoint's round
             every = self.checkpoint.every_rounds
             burst = min(burst, every - self.stats.rounds % every)
