@@ -710,7 +710,7 @@ class _Run:
             draft_memory[:, 0] = memory0
         path_at = self._columns("path", path)  # per-position views
         noise_at = self._noise_columns(noises)
-        full_means = []  # draft means of the positions every chain drafts, stored in one op below
+        full_means = []  # draft means of the positions every chain drafts (stored when asked)
         for i in range(1, width + 1):
             every = i <= shortest  # every chain drafts position i: plain views, no gathers
             if every:
