@@ -31,12 +31,7 @@ below a third of the first one's replaces it) and later ones at most three times
 
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
-costs at most that share of the run. One round is thin evidence (one chain, one unlucky round
-looks like poor acceptance): if plain wins after a single round but would lose with optimistic
-acceptance (each ``q_j`` at its Wilson upper bound, ``z = 2``, over its decayed counts plus
-pseudo-counts), the rule takes a second round at the best ``g`` before trusting plain. Where the
-costs alone make plain win (throughput-bound calls), optimism changes nothing and no second round
-runs. Every round stays exact for any ``g`` chosen from the past,
+costs at most that share of the run. Every round stays exact for any ``g`` chosen from the past,
 and plain steps are exact, so the whole run keeps the target chain's law.
 """
 
@@ -55,7 +50,6 @@ MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
 _CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
 _SETTLE = 2  # observations before an engine-time estimate is trusted (and averaged)
-_OPTIMISM = 2.0  # z of the Wilson upper bounds on acceptance that price exploration (G5)
 
 
 def _positive(instance, attribute, value):
@@ -180,18 +174,13 @@ def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
 
 
 @numba.njit(nogil=True)
-def _survival_into(hits, at_risk, pseudo_count, z, out):
-    """Fill ``out[:G]`` with ``S_1..S_G`` (G3), optimistic for ``z > 0`` (G5); see :func:`survival`."""
+def _survival_into(hits, at_risk, pseudo_count, out):
+    """Fill ``out[:G]`` with ``S_1..S_G`` (G3); see :func:`survival`."""
     q, product, k = _PRIOR_ACCEPTANCE, 1.0, 1.0  # q_1: one pseudo-count of the prior
     for j in range(out.shape[0]):
-        weight = at_risk[j] + k
-        q = (hits[j] + k * q) / weight  # q_j, shrunk towards q_{j-1} (G3)
+        q = (hits[j] + k * q) / (at_risk[j] + k)  # q_j, shrunk towards q_{j-1} (G3)
         k = pseudo_count
-        upper = q
-        if z > 0.0:  # Wilson's upper bound on q_j over `weight` observations (G5)
-            z2 = z * z / weight
-            upper = (q + 0.5 * z2 + z * math.sqrt((q * (1.0 - q) + 0.25 * z2) / weight)) / (1.0 + z2)
-        product *= min(upper, 1.0)  # S_j = prod_{i<=j} q_i (G3)
+        product *= q  # S_j = prod_{i<=j} q_i (G3)
         out[j] = product
 
 
@@ -241,7 +230,7 @@ def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> np.n
     """
     out = np.empty(len(hits))
     _survival_into(np.asarray(hits, dtype=np.float64), np.asarray(at_risk, dtype=np.float64),
-                   float(pseudo_count), 0.0, out)
+                   float(pseudo_count), out)
     return out
 
 
@@ -298,17 +287,14 @@ class AdaptiveState:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def rates(self, n: int, frozen: bool, optimism: float = 0.0
-              ) -> tuple[float, np.ndarray, np.ndarray]:
+    def rates(self, n: int, frozen: bool) -> tuple[float, np.ndarray, np.ndarray]:
         """Plain chain-steps per second (G2); speculative steps and seconds, g = 1..G (G1).
 
-        ``optimism`` > 0 prices acceptance at each ``q_j``'s Wilson upper bound with that ``z``
-        (G5). The two arrays are this state's buffers, overwritten by the next call.
+        The two arrays are this state's buffers, overwritten by the next call.
         """
         a, b = self.calls.coefficients
         plain = n / max(a + b * n + self.plain_engine.value, 1e-12)  # G2
-        _survival_into(self.hits, self.at_risk, self.pseudo_count, optimism,
-                       self._survive)  # G3, G5
+        _survival_into(self.hits, self.at_risk, self.pseudo_count, self._survive)  # G3
         o0, o1 = self.engine.coefficients
         _goodput_into(self._survive, float(n), a, b, o0, self.drafting.value + o1,
                       2.0 if frozen else 1.0, self._steps, self._seconds)  # G1
@@ -337,12 +323,6 @@ class AdaptiveState:
             return best + 1, 0
         if not self.plain_measured:
             return 0, 2  # plain priced optimistically (p0 = 0) wins: measure it
-        if self.rounds < _SETTLE:  # one round is thin evidence: would good luck have won? (G5)
-            _, steps_up, seconds_up = self.rates(n, frozen, _OPTIMISM)  # (reuses the buffers)
-            if (steps_up[:limit] / seconds_up[:limit]).max() > plain:
-                self.last = best + 1
-                return best + 1, 0  # a second look, at the point estimate's best g
-            plain, steps, seconds = self.rates(n, frozen)
         # plain wins: explore at the best g once the plain time pays for its loss (G5)
         loss = seconds[best] - steps[best] / plain  # seconds one round at the best g loses
         share = self.config.explore_share
