@@ -19,7 +19,9 @@ a tight loop. All the quantities are measured online:
 
 * ``S_i = prod_{j<=i} q_j`` with the conditional acceptances ``q_j = P(tau >= j | tau >= j - 1)``
   estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
-  drafted lately fall back on the previous position's ``q`` through a pseudo-count;
+  drafted lately fall back on the previous position's ``q`` through a pseudo-count, and ``q_1``
+  on a prior 1/2 whose one pseudo-count decays with the counts (a prior that stayed would cap
+  one chain's ``q_1`` at 0.95);
 * ``a, b`` by decaying least squares on every target call (G4); ``d`` from the timed drafting
   phase of each round (so it needs no spread of draft lengths), ``p0`` from plain bursts, as
   decaying means; ``o0, o1`` by decaying least squares on the rest of each round (``o1 = 0``
@@ -31,8 +33,15 @@ below a third of the first one's replaces it) and later ones at most three times
 
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
-costs at most that share of the run. Every round stays exact for any ``g`` chosen from the past,
-and plain steps are exact, so the whole run keeps the target chain's law.
+costs at most that share of the run. Plain steps may win only after ``min_evidence``
+chain-rounds of speculation, unless they beat rounds with every draft accepted (the costs alone
+decide); until then each round drafts at least ``initial_draft_length`` (G6). A one-chain run's
+first round is a single observation, and one unlucky round (or one slow first round) would
+otherwise price plain steps faster and leave speculation to the exploration budget for the rest
+of the run.
+
+Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
+whole run keeps the target chain's law.
 """
 
 from __future__ import annotations
@@ -74,6 +83,10 @@ class AdaptiveDraftLength:
         cost_decay: Weight of the past, per observation, in the cost fits.
         explore_share: While plain steps win, the share of time that speculative rounds at the
             best draft length may lose (G5), so that acceptance estimates stay current.
+        min_evidence: Chain-rounds of speculation before plain steps may win, unless they would
+            win with every draft accepted; until then each round drafts at least
+            ``initial_draft_length`` (G6). One chain's first round is one observation: an
+            unlucky one must not send a whole run to plain steps.
     """
 
     max_draft_length: int = attrs.field(default=16, validator=_positive)
@@ -81,6 +94,7 @@ class AdaptiveDraftLength:
     decay: float = attrs.field(default=0.9, validator=_unit)
     cost_decay: float = attrs.field(default=0.98, validator=_unit)
     explore_share: float = attrs.field(default=0.005, validator=_unit)
+    min_evidence: int = attrs.field(default=4, validator=_positive)
 
     def start(self, num_chains: int) -> "AdaptiveState":
         """Fresh per-run state."""
@@ -174,9 +188,9 @@ def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
 
 
 @numba.njit(nogil=True)
-def _survival_into(hits, at_risk, pseudo_count, out):
+def _survival_into(hits, at_risk, pseudo_count, prior_weight, out):
     """Fill ``out[:G]`` with ``S_1..S_G`` (G3); see :func:`survival`."""
-    q, product, k = _PRIOR_ACCEPTANCE, 1.0, 1.0  # q_1: one pseudo-count of the prior
+    q, product, k = _PRIOR_ACCEPTANCE, 1.0, prior_weight  # q_1: pseudo-counts of the prior
     for j in range(out.shape[0]):
         q = (hits[j] + k * q) / (at_risk[j] + k)  # q_j, shrunk towards q_{j-1} (G3)
         k = pseudo_count
@@ -214,23 +228,25 @@ def _fold_round(hits, at_risk, tau, lengths, decay):
             at_risk[j] += 1.0
 
 
-def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float) -> np.ndarray:
+def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float,
+             prior_weight: float = 1.0) -> np.ndarray:
     """``S_i = P(tau >= i)``, i = 1..G, from decayed counts (G3).
 
     ``q_j = (hits_j + k q_{j-1}) / (at_risk_j + k)``: the Kaplan-Meier conditional acceptance,
     shrunk towards the previous position's by ``k`` pseudo-counts (so positions not drafted lately
     extrapolate the last measured one), and ``S_i = prod_{j<=i} q_j``; ``q_1`` is shrunk towards
-    1/2 by a single pseudo-count.
+    1/2 by ``prior_weight`` pseudo-counts.
 
     Args:
         hits: ``[j-1]`` = decayed count of chain-rounds that accepted position j.
         at_risk: ``[j-1]`` = decayed count of chain-rounds that drafted position j and accepted
             every position before it.
         pseudo_count: k.
+        prior_weight: Pseudo-counts of the prior 1/2 in ``q_1``.
     """
     out = np.empty(len(hits))
     _survival_into(np.asarray(hits, dtype=np.float64), np.asarray(at_risk, dtype=np.float64),
-                   float(pseudo_count), out)
+                   float(pseudo_count), float(prior_weight), out)
     return out
 
 
@@ -280,6 +296,8 @@ class AdaptiveState:
         self.plain_engine = DecayedMean(config.cost_decay)  # p0: 0 (optimistic) until measured
         self.plain_measured = False
         self.rounds = 0
+        self.evidence = 0  # chain-rounds of speculation so far, not decayed (G6)
+        self.prior_weight = 1.0  # pseudo-counts of the prior q_1 = 1/2, decayed with the counts
         self.frozen = False
         self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
         self.last = min(config.initial_draft_length, size)
@@ -294,7 +312,8 @@ class AdaptiveState:
         """
         a, b = self.calls.coefficients
         plain = n / max(a + b * n + self.plain_engine.value, 1e-12)  # G2
-        _survival_into(self.hits, self.at_risk, self.pseudo_count, self._survive)  # G3
+        _survival_into(self.hits, self.at_risk, self.pseudo_count, self.prior_weight,
+                       self._survive)  # G3
         o0, o1 = self.engine.coefficients
         _goodput_into(self._survive, float(n), a, b, o0, self.drafting.value + o1,
                       2.0 if frozen else 1.0, self._steps, self._seconds)  # G1
@@ -316,6 +335,12 @@ class AdaptiveState:
         plain, steps, seconds = self.rates(n, frozen)
         spec = steps[:limit] / seconds[:limit]
         best = int(spec.argmax())
+        if self.evidence < self.config.min_evidence and (  # too few rounds to give up on (G6)
+                self._all_accepted_rate(n, seconds, limit) > plain):  # unless costs decide
+            if not self.calls.identified and not self.plain_measured:
+                return 0, 1  # every call had one size: a plain step tells latency from per-state
+            self.last = max(best + 1, min(self.config.initial_draft_length, limit))
+            return self.last, 0
         if spec[best] > plain:
             if not self.calls.identified and not self.plain_measured:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
@@ -332,6 +357,15 @@ class AdaptiveState:
         wanted = loss / share - self.plain_time_since_round
         burst = math.ceil(wanted * plain / n)  # plain steps until the budget is met
         return 0, int(min(max(burst, 1), MAX_PLAIN_BURST))
+
+    @staticmethod
+    def _all_accepted_rate(n: int, seconds: np.ndarray, limit: int) -> float:
+        """The best goodput over g = 1..limit if every draft were accepted (S_i = 1 in G1).
+
+        ``n (g + 1) / T_spec(g)`` with ``T_spec`` linear in ``g`` is monotone in ``g``: its
+        largest value is at ``g = 1`` or ``g = limit``.
+        """
+        return max(2.0 * n / seconds[0], n * (limit + 1.0) / seconds[limit - 1])
 
     # -- measurements ------------------------------------------------------------------------
 
@@ -364,6 +398,8 @@ class AdaptiveState:
             rest = max(round_time - call_time - drafting_time, 0.0)
             self.engine.add(1.0, float(draft_steps), rest)  # o0 + o1 g (G4)
         self.rounds += 1
+        self.evidence += len(tau)
+        self.prior_weight = max(self.prior_weight * self.config.decay, 1e-6)  # fades as counts (G3)
         self.plain_time_since_round = 0.0
 
     def update_plain(self, n: int, steps: int, call_time: float, burst_time: float) -> None:

@@ -858,7 +858,13 @@ class _Run:
                 block = torch.cat([block, extra[:, : width - block.shape[1]]], dim=1)
             if block.shape[1] == width:
                 return block
-            return block[:, :width].clone()  # a copy: the block's buffer takes the next draws
+            # a copy into a kept grid (the block's buffer takes the next draws), columns kept
+            noises = self._grid("noise", (len(lengths), width, *self.noise_shape), False)
+            noises.copy_(block[:, :width])
+            key = (noises.data_ptr(), tuple(noises.shape))
+            if key not in self.noise_columns:
+                self.noise_columns[key] = self._columns("noise", noises)
+            return noises
         tick = time.perf_counter()
         counts = lengths if self.adaptive is not None else np.full(len(lengths), self.gamma)
         noises = self.random.normal(chains_np, counts, self.noise_shape, self.dtype)[:, :width]

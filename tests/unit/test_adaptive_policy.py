@@ -28,6 +28,16 @@ def test_survival_is_kaplan_meier_and_extrapolates_untried_positions():
     assert adaptive.survival(np.zeros(2), np.zeros(2), 8.0)[0] == 0.5  # the prior
 
 
+def test_the_prior_on_the_first_acceptance_fades_with_its_weight():
+    hits, at_risk = np.array([10.0]), np.array([10.0])  # one chain, every round accepted
+    assert adaptive.survival(hits, at_risk, 1.0)[0] == pytest.approx(10.5 / 11)  # capped
+    assert adaptive.survival(hits, at_risk, 1.0, prior_weight=0.0)[0] == 1.0
+    state = gs.AdaptiveDraftLength(decay=0.9).start(1)
+    feed(state, np.full(1, 4), 4, call=0.002, draft_step=2e-4, engine=1e-3, n=1, rounds=30)
+    assert state.prior_weight == pytest.approx(0.9**30)
+    assert state.rates(1, False)[1][0] > 1.99  # n (1 + S_1), S_1 = q_1 near 1
+
+
 def test_decayed_fit_recovers_costs_and_falls_back():
     fit = adaptive.DecayedFit(0.9)
     for states in (8, 16, 72, 136, 8):
@@ -152,8 +162,32 @@ def test_policy_goes_plain_then_explores_within_its_budget():
     assert 0.01 * (state.plain_time_since_round - 0.0021 * last_burst) < loss  # not sooner
 
 
+def test_one_unlucky_first_round_of_one_chain_does_not_send_the_run_to_plain_steps():
+    """G6: plain steps may win only after min_evidence chain-rounds; until then g >= initial."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8, min_evidence=3).start(1)
+    state.update_plain(1, 2, 0.004, 0.0042)  # plain priced: 2.1 ms a step
+    for _ in range(2):  # every draft rejected, each round slower than a plain step
+        feed(state, np.zeros(1, dtype=int), 4, call=0.002, draft_step=2e-4, engine=1e-3, n=1,
+             rounds=1)
+        assert state.choose(1, False, 400) == (4, 0)  # one and two chain-rounds: keep looking
+    feed(state, np.zeros(1, dtype=int), 4, call=0.002, draft_step=2e-4, engine=1e-3, n=1,
+         rounds=1)
+    assert state.choose(1, False, 400)[0] == 0  # three: the evidence says plain
+
+
+def test_plain_steps_win_at_once_when_they_beat_rounds_with_every_draft_accepted():
+    """G6 waits for evidence only while acceptance could decide: here the costs alone do."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8, min_evidence=4).start(1)
+    state.update_plain(1, 2, 0.004, 0.0042)  # one state: 2 ms
+    feed(state, np.full(1, 4), 4, call=0.010, draft_step=2e-4, engine=1e-3, n=1, rounds=1)
+    assert state.calls.identified  # five states: 10 ms, throughput-bound
+    assert state.evidence == 1 and state.choose(1, False, 400)[0] == 0
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="explore_share"):
         gs.AdaptiveDraftLength(explore_share=0.0)
     with pytest.raises(ValueError, match="cost_decay"):
         gs.AdaptiveDraftLength(cost_decay=1.5)
+    with pytest.raises(ValueError, match="min_evidence"):
+        gs.AdaptiveDraftLength(min_evidence=0)
