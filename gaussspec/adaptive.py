@@ -101,6 +101,63 @@ class AdaptiveDraftLength:
         return AdaptiveState(self, num_chains)
 
 
+# Layouts of the estimators' state arrays (compiled updates work on these in place).
+_TOTAL, _WEIGHT, _VALUE, _COUNT = range(4)  # DecayedMean
+_UU, _UV, _VV, _UY, _VY, _FIT_COUNT, _C0, _C1 = range(8)  # DecayedFit
+
+
+@numba.njit(nogil=True)
+def _mean_add(m, decay, y):
+    """:meth:`DecayedMean.add` on its state array ``m``."""
+    m[_WEIGHT] = decay * m[_WEIGHT] + 1.0
+    if m[_COUNT] < _SETTLE:
+        m[_VALUE] = y if m[_COUNT] == 0 else min(m[_VALUE], y)
+        m[_TOTAL] = m[_VALUE] * m[_WEIGHT]
+    else:
+        y = min(y, _CLIP * max(m[_VALUE], 1e-9))
+        m[_TOTAL] = decay * m[_TOTAL] + y
+        m[_VALUE] = m[_TOTAL] / m[_WEIGHT]
+    m[_COUNT] += 1.0
+
+
+@numba.njit(nogil=True)
+def _fit_add(f, decay, u, v, y):
+    """:meth:`DecayedFit.add` on its state array ``f``."""
+    predicted = f[_C0] * u + f[_C1] * v
+    if f[_FIT_COUNT] >= 3:
+        y = min(y, _CLIP * max(predicted, 1e-9))
+    elif 0 < f[_FIT_COUNT] < _SETTLE and _CLIP * y < predicted:
+        for i in range(_FIT_COUNT):  # the earlier observations paid a one-time cost
+            f[i] = 0.0
+    f[_UU] = decay * f[_UU] + u * u
+    f[_UV] = decay * f[_UV] + u * v
+    f[_VV] = decay * f[_VV] + v * v
+    f[_UY] = decay * f[_UY] + u * y
+    f[_VY] = decay * f[_VY] + v * y
+    f[_FIT_COUNT] += 1.0
+    _solve_non_negative(f)
+
+
+@numba.njit(nogil=True)
+def _solve_non_negative(f):
+    """Normal equations of a two-feature fit, falling back to one feature when singular or < 0;
+    the coefficients go to ``f[_C0], f[_C1]``."""
+    uu, uv, vv, uy, vy = f[_UU], f[_UV], f[_VV], f[_UY], f[_VY]
+    det = uu * vv - uv * uv
+    if det > 1e-9 * uu * vv:
+        c0, c1 = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
+        if c0 >= 0.0 and c1 >= 0.0:
+            f[_C0], f[_C1] = c0, c1
+            return
+    only_u = max(uy / uu, 0.0) if uu > 0 else 0.0  # c1 = 0: the first feature alone
+    only_v = max(vy / vv, 0.0) if vv > 0 else 0.0  # c0 = 0: the second feature alone
+    # the better one-feature fit explains more: c^2 x'x (the projection's squared norm)
+    if det > 1e-9 * uu * vv and only_v * only_v * vv > only_u * only_u * uu:
+        f[_C0], f[_C1] = 0.0, only_v
+    else:
+        f[_C0], f[_C1] = only_u, 0.0
+
+
 class DecayedMean:
     """A decaying average that weighs its first observations fully (no start-up bias).
 
@@ -110,8 +167,12 @@ class DecayedMean:
 
     def __init__(self, decay: float):
         self.decay = decay
-        self.total = self.weight = self.value = 0.0
-        self.count = 0
+        self.state = np.zeros(4)  # total, weight, value, count (updated in place, compiled)
+
+    total = property(lambda self: float(self.state[_TOTAL]))
+    weight = property(lambda self: float(self.state[_WEIGHT]))
+    value = property(lambda self: float(self.state[_VALUE]))
+    count = property(lambda self: int(self.state[_COUNT]))
 
     def add(self, y: float) -> None:
         """Fold in one observation, clipped at ``_CLIP`` times the current mean.
@@ -119,15 +180,7 @@ class DecayedMean:
         The first ``_SETTLE`` observations set the mean to their smallest (one compilation or
         preemption among them must not price a whole run); later ones are averaged.
         """
-        self.weight = self.decay * self.weight + 1.0
-        if self.count < _SETTLE:
-            self.value = y if self.count == 0 else min(self.value, y)
-            self.total = self.value * self.weight
-        else:
-            y = min(y, _CLIP * max(self.value, 1e-9))
-            self.total = self.decay * self.total + y
-            self.value = self.total / self.weight
-        self.count += 1
+        _mean_add(self.state, self.decay, float(y))
 
 
 class DecayedFit:
@@ -139,18 +192,24 @@ class DecayedFit:
 
     def __init__(self, decay: float):
         self.decay = decay
-        self.uu = self.uv = self.vv = self.uy = self.vy = 0.0
-        self.count = 0
-        self.coefficients = (0.0, 0.0)
+        self.state = np.zeros(8)  # uu, uv, vv, uy, vy, count, c0, c1 (updated in place, compiled)
+
+    count = property(lambda self: int(self.state[_FIT_COUNT]))
+
+    @property
+    def coefficients(self) -> tuple[float, float]:
+        """``(c0, c1)``."""
+        return float(self.state[_C0]), float(self.state[_C1])
 
     @property
     def identified(self) -> bool:
         """Whether the observations tell the two features apart (not all at one ratio)."""
-        return self.uu * self.vv - self.uv * self.uv > 1e-9 * self.uu * self.vv
+        uu, uv, vv = self.state[_UU], self.state[_UV], self.state[_VV]
+        return bool(uu * vv - uv * uv > 1e-9 * uu * vv)
 
     def predict(self, u: float, v: float) -> float:
         """``c0 u + c1 v``."""
-        return self.coefficients[0] * u + self.coefficients[1] * v
+        return float(self.state[_C0] * u + self.state[_C1] * v)
 
     def add(self, u: float, v: float, y: float) -> None:
         """Fold in one observation (clipped at ``_CLIP`` times the prediction) and refit.
@@ -158,33 +217,7 @@ class DecayedFit:
         While fewer than ``_SETTLE`` observations are in, one below ``1 / _CLIP`` of the
         prediction replaces them (they paid a one-time cost).
         """
-        if self.count >= 3:
-            y = min(y, _CLIP * max(self.predict(u, v), 1e-9))
-        elif 0 < self.count < _SETTLE and _CLIP * y < self.predict(u, v):
-            self.uu = self.uv = self.vv = self.uy = self.vy = 0.0
-        k = self.decay
-        self.uu = k * self.uu + u * u
-        self.uv = k * self.uv + u * v
-        self.vv = k * self.vv + v * v
-        self.uy = k * self.uy + u * y
-        self.vy = k * self.vy + v * y
-        self.count += 1
-        self.coefficients = _solve_non_negative(self.uu, self.uv, self.vv, self.uy, self.vy)
-
-
-def _solve_non_negative(uu, uv, vv, uy, vy) -> tuple[float, float]:
-    """Normal equations of a two-feature fit, falling back to one feature when singular or < 0."""
-    det = uu * vv - uv * uv
-    if det > 1e-9 * uu * vv:
-        c0, c1 = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
-        if c0 >= 0.0 and c1 >= 0.0:
-            return c0, c1
-    only_u = max(uy / uu, 0.0) if uu > 0 else 0.0  # c1 = 0: the first feature alone
-    only_v = max(vy / vv, 0.0) if vv > 0 else 0.0  # c0 = 0: the second feature alone
-    # the better one-feature fit explains more: c^2 x'x (the projection's squared norm)
-    if det > 1e-9 * uu * vv and only_v * only_v * vv > only_u * only_u * uu:
-        return 0.0, only_v
-    return only_u, 0.0
+        _fit_add(self.state, self.decay, float(u), float(v), float(y))
 
 
 @numba.njit(nogil=True)
@@ -226,6 +259,44 @@ def _fold_round(hits, at_risk, tau, lengths, decay):
             hits[j] += 1.0
         for j in range(min(tau[row] + 1, lengths[row], size)):  # drafted, all before accepted
             at_risk[j] += 1.0
+
+
+@numba.njit(nogil=True)
+def _decide(hits, at_risk, pseudo_count, prior_weight, calls_fit, engine_fit, per_step,
+            plain_engine, n, calls, limit, survive, steps, seconds):
+    """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
+
+    Returns ``(best, best_rate, plain_rate, all_accepted_rate)``: the best g's index (g - 1) and
+    goodput, plain steps' goodput (G2) and the best goodput if every draft were accepted (G6).
+    """
+    a, b = calls_fit[_C0], calls_fit[_C1]
+    plain = n / max(a + b * n + plain_engine, 1e-12)  # G2
+    _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3
+    _goodput_into(survive, n, a, b, engine_fit[_C0], per_step + engine_fit[_C1], calls, steps,
+                  seconds)  # G1
+    best, best_rate = 0, -1.0
+    for g in range(limit):
+        rate = steps[g] / seconds[g]
+        if rate > best_rate:
+            best, best_rate = g, rate
+    # n (g + 1) / T_spec(g) is monotone in g (T_spec is linear): its best is at g = 1 or limit
+    all_accepted = max(2.0 * n / seconds[0], n * (limit + 1.0) / seconds[limit - 1])
+    return best, best_rate, plain, all_accepted
+
+
+@numba.njit(nogil=True)
+def _update_round(hits, at_risk, tau, lengths, decay, calls_fit, calls_decay, drafting,
+                  drafting_decay, engine_fit, engine_decay, calls, call_states, call_time,
+                  drafting_time, draft_steps, round_time, timed):
+    """One speculative round folded into the counts (G3) and the cost estimates (G4)."""
+    _fold_round(hits, at_risk, tau, lengths, decay)  # G3
+    if call_states > 0:
+        _fit_add(calls_fit, calls_decay, calls, call_states, call_time)  # a calls + b states
+    if timed:
+        if draft_steps > 0:
+            _mean_add(drafting, drafting_decay, drafting_time / draft_steps)  # d
+        rest = max(round_time - call_time - drafting_time, 0.0)
+        _fit_add(engine_fit, engine_decay, 1.0, draft_steps, rest)  # o0 + o1 g (G4)
 
 
 def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float,
@@ -332,24 +403,25 @@ class AdaptiveState:
             return 0, 1
         if self.rounds == 0:
             return min(self.last, limit), 0
-        plain, steps, seconds = self.rates(n, frozen)
-        spec = steps[:limit] / seconds[:limit]
-        best = int(spec.argmax())
-        if self.evidence < self.config.min_evidence and (  # too few rounds to give up on (G6)
-                self._all_accepted_rate(n, seconds, limit) > plain):  # unless costs decide
-            if not self.calls.identified and not self.plain_measured:
+        best, best_rate, plain, all_accepted = _decide(
+            self.hits, self.at_risk, self.pseudo_count, self.prior_weight, self.calls.state,
+            self.engine.state, self.drafting.state[_VALUE], self.plain_engine.state[_VALUE],
+            float(n), 2.0 if frozen else 1.0, limit, self._survive, self._steps, self._seconds)
+        if self.evidence < self.config.min_evidence and all_accepted > plain:
+            # too few rounds to give up on, unless the costs alone decide (G6)
+            if not self.plain_measured and not self.calls.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = max(best + 1, min(self.config.initial_draft_length, limit))
             return self.last, 0
-        if spec[best] > plain:
-            if not self.calls.identified and not self.plain_measured:
+        if best_rate > plain:
+            if not self.plain_measured and not self.calls.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = best + 1
             return best + 1, 0
         if not self.plain_measured:
             return 0, 2  # plain priced optimistically (p0 = 0) wins: measure it
         # plain wins: explore at the best g once the plain time pays for its loss (G5)
-        loss = seconds[best] - steps[best] / plain  # seconds one round at the best g loses
+        loss = self._seconds[best] - self._steps[best] / plain  # seconds a round at the best g loses
         share = self.config.explore_share
         if share * self.plain_time_since_round >= loss:
             self.last = best + 1
@@ -357,15 +429,6 @@ class AdaptiveState:
         wanted = loss / share - self.plain_time_since_round
         burst = math.ceil(wanted * plain / n)  # plain steps until the budget is met
         return 0, int(min(max(burst, 1), MAX_PLAIN_BURST))
-
-    @staticmethod
-    def _all_accepted_rate(n: int, seconds: np.ndarray, limit: int) -> float:
-        """The best goodput over g = 1..limit if every draft were accepted (S_i = 1 in G1).
-
-        ``n (g + 1) / T_spec(g)`` with ``T_spec`` linear in ``g`` is monotone in ``g``: its
-        largest value is at ``g = 1`` or ``g = limit``.
-        """
-        return max(2.0 * n / seconds[0], n * (limit + 1.0) / seconds[limit - 1])
 
     # -- measurements ------------------------------------------------------------------------
 
@@ -387,16 +450,13 @@ class AdaptiveState:
             timed: False when the round paid a one-time cost (a compilation): its engine and
                 drafting times are then left out.
         """
-        _fold_round(self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
-                    np.asarray(lengths, dtype=np.int64), self.config.decay)  # G3
         calls = 1.0 + (1.0 if self.frozen and draft_steps > 0 else 0.0)
-        if call_states > 0:
-            self.calls.add(calls, float(call_states), float(call_time))
-        if timed:
-            if draft_steps > 0:
-                self.drafting.add(drafting_time / draft_steps)
-            rest = max(round_time - call_time - drafting_time, 0.0)
-            self.engine.add(1.0, float(draft_steps), rest)  # o0 + o1 g (G4)
+        _update_round(self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
+                      np.asarray(lengths, dtype=np.int64), self.config.decay, self.calls.state,
+                      self.calls.decay, self.drafting.state, self.drafting.decay,
+                      self.engine.state, self.engine.decay, calls, float(call_states),
+                      float(call_time), float(drafting_time), float(draft_steps),
+                      float(round_time), bool(timed))  # G3, G4
         self.rounds += 1
         self.evidence += len(tau)
         self.prior_weight = max(self.prior_weight * self.config.decay, 1e-6)  # fades as counts (G3)

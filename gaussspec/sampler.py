@@ -566,7 +566,7 @@ class _Run:
                 active = np.nonzero(self.t_host < self.num_steps)[0]
                 if len(active) == 0:
                     break
-            if self.adaptive is not None and self._adaptive_plain(active):
+            if self.adaptive is not None and self._adaptive_plain(active, latest):
                 continue
             self._round(active, latest)
             if self.checkpoint is not None and self.stats.rounds % self.checkpoint.every_rounds == 0:
@@ -580,10 +580,10 @@ class _Run:
             self.x = self.x.clone()  # the final states, not a view into a round's grid
         return SampleResult(self.x, self.trajectory, self.stats, self.memory)
 
-    def _adaptive_plain(self, active_np: np.ndarray) -> bool:
+    def _adaptive_plain(self, active_np: np.ndarray, latest: int) -> bool:
         """Ask the adaptive policy for the next action; run its plain burst if it picks g = 0.
 
-        Returns:
+        ``latest`` is the largest step of any chain. Returns:
             True if plain steps were taken, False if the next action is a speculative round
             (its draft length is left in ``self.round_gamma``).
         """
@@ -594,8 +594,11 @@ class _Run:
                 self.all_cached or self.has_cache[active_np].all()):
             gamma, burst = 0, 1  # a free drafter has nothing to draft from yet: one plain step
         else:
+            remaining = self.num_steps - latest  # fewest steps left: enough far from the end
+            if remaining <= self.gamma + 1:  # the draft length may be capped: the most left
+                remaining = self.num_steps - int(t_active.min())
             gamma, burst = self.adaptive.choose(len(active_np), self.drafter.source == "frozen",
-                                                self.num_steps - int(t_active.min()))
+                                                remaining)
         if gamma > 0:
             self.round_gamma = gamma
             return False
