@@ -30,6 +30,7 @@ COLUMNS = (Column("case", "case"), Column("sampler", "label"),
            Column("seq. calls", "sequential_target_calls"),
            Column("wall s", "wall_s", "{:.3f}"), Column("plain s", "plain_wall_s", "{:.3f}"),
            Column("engine share", "overhead_share", "{:.1%}"),
+           Column("runs spread", "wall_spread", "{:.0%}"),
            Column("speed-up", "speedup", "{:.2f}x"))
 
 
@@ -50,6 +51,11 @@ def load_bench_module(name: str):
     except Exception as error:  # noqa: BLE001 - any failure means: skip this suite with a note
         raise ImportError(f"cannot import {path.name}: {type(error).__name__}: {error}") from error
     return module
+
+
+def _range(row) -> str:
+    """A row's fastest and slowest run, in ms."""
+    return f"{min(row['wall_s_all']) * 1e3:.0f}..{max(row['wall_s_all']) * 1e3:.0f} ms"
 
 
 def _print(row):
@@ -101,7 +107,7 @@ def _langevin(result: SuiteResult, quick: bool, repeats: int, device: str) -> li
     names = bench.langevin.posterior_names()
     if quick:
         names = [n for n in names if n.split("-")[0] in ("eight_schools", "arK")]
-    steps = 1000
+    steps = 1000 if quick else 4000  # one chain: ~100-1000 rounds, the policy's start-up amortized
     lengths = (4, 16) if quick else (2, 4, 8, 16, 32)
     result.meta["sizes"] = {"steps": steps, "posteriors": list(names), "lengths": list(lengths)}
     rows = []
@@ -125,8 +131,8 @@ def _md(result: SuiteResult, quick: bool, repeats: int, device: str) -> list:
     vacuum, targets = bench.build_targets()
     chosen = ("vacuum",) if quick else ("vacuum", "implicit")
     timesteps = (0.001,) if quick else (0.001, 0.002)
-    steps = 200 if quick else 500
-    lengths = (4, 16) if quick else (4, 8, 16, 32)
+    steps = 200 if quick else 1000
+    lengths = (4, 16) if quick else (4, 8, 16)
     result.meta["sizes"] = {"steps": steps, "targets": list(chosen), "timesteps_ps": list(timesteps),
                             "lengths": list(lengths), "integrator": "baoab"}
     rows = []
@@ -202,4 +208,6 @@ def run(name: str, result: SuiteResult, out_dir: Path, quick: bool, repeats: int
             result.summary.append(
                 f"{case}: best fixed {best['label']} {best['speedup']:.2f}x; {ada['label']} "
                 f"{ada['speedup']:.2f}x ({ada['wall_s'] / best_same['wall_s'] - 1:+.1%} vs the best "
-                f"fixed {ada['drafter']}, {ada['wall_s'] / ada['plain_wall_s'] - 1:+.1%} vs plain).")
+                f"fixed {ada['drafter']}, {best_same['label']}, "
+                f"{ada['wall_s'] / ada['plain_wall_s'] - 1:+.1%} vs plain; runs "
+                f"{_range(ada)} against {_range(best_same)} and plain {_range(mine[0])}).")

@@ -79,7 +79,7 @@ def _sizes(quick: bool, tiny: bool) -> dict:
         return {"steps": 40, "lengths": (1, 4), "cases": 2, "network_steps": 20}
     if quick:
         return {"steps": 150, "lengths": (1, 2, 4, 8, 16), "cases": None, "network_steps": 60}
-    return {"steps": 400, "lengths": (1, 2, 4, 8, 16), "cases": None, "network_steps": 200}
+    return {"steps": 600, "lengths": (1, 2, 4, 8, 16), "cases": None, "network_steps": 200}
 
 
 def _print(row):

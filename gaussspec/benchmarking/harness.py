@@ -6,9 +6,11 @@ once, in a rotated order (so no contender always runs first, after a cold start 
 from other jobs), with the same seed for all contenders of that repeat. Reported numbers are
 medians over repeats; speed-ups are the plain chain's median wall-clock over the contender's.
 Each run starts after a garbage collection and runs with the collector off, as ``timeit`` does, so
-that collection pauses left over from other runs do not land in it. Every contender runs once,
-untimed, before the repeats (numba compiles for the case's array types once per process: that
-is start-up, not the steady state these tables compare).
+that collection pauses left over from other runs do not land in it (the objects that exist before
+the repeats are frozen out of those collections, which would otherwise walk every model and data
+set in the process before each run). Every contender runs once, untimed, before the repeats
+(numba compiles for the case's array types once per process: that is start-up, not the steady
+state these tables compare).
 """
 
 from __future__ import annotations
@@ -118,11 +120,16 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
     runs: list[list] = [[] for _ in contenders]
     for contender in contenders:  # untimed: compilations for this case's array types, caches
         _run_once(contender, kernel, x0, seed)  # the first repeat's seed: a path known to run
-    for repeat in range(repeats):
-        shift = repeat % len(contenders)
-        order = list(range(len(contenders)))[shift:] + list(range(len(contenders)))[:shift]
-        for index in order:
-            runs[index].append(_run_once(contenders[index], kernel, x0, seed + repeat))
+    gc.collect()
+    gc.freeze()  # what exists now (data, models) stays: the collection before each run is quick
+    try:
+        for repeat in range(repeats):
+            shift = repeat % len(contenders)
+            order = list(range(len(contenders)))[shift:] + list(range(len(contenders)))[:shift]
+            for index in order:
+                runs[index].append(_run_once(contenders[index], kernel, x0, seed + repeat))
+    finally:
+        gc.unfreeze()
     rows = []
     for contender, measured in zip(contenders, runs):
         stats = [m[0] for m in measured]
@@ -132,6 +139,7 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
             "label": contender.label, **contender.info,
             "chains": int(x0.shape[0]), "num_steps": int(kernel.num_steps), "repeats": repeats,
             "wall_s": statistics.median(walls), "wall_s_all": walls,
+            "wall_spread": (max(walls) - min(walls)) / statistics.median(walls),
             "cpu_s": statistics.median(m[2] for m in measured),
             "target_s": statistics.median(s.target_time for s in stats),
             "draft_s": statistics.median(s.draft_time for s in stats),
