@@ -8,7 +8,7 @@ A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round wit
 seconds: ``calls(g)`` batched target calls (two for the frozen drafter), each costing
 ``a + b * states`` (latency plus per-state time), the engine's own time per round outside the
 drafting phase ``o0 + o1 g`` (verification and draws grow with ``g``; the policy's own time
-included) and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the engine's
+and the sampler's loop included: rounds are timed from one update to the next) and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the engine's
 work per position). A burst of plain steps advances ``n`` chain-steps per
 
     T_plain = a + b n + p0                                         (G2)
@@ -444,7 +444,8 @@ class AdaptiveState:
             call_time: Seconds in target calls.
             draft_time: Seconds in draft-kernel calls (part of ``drafting_time``).
             draft_steps: Sequential draft steps (the round's width).
-            round_time: Seconds for the whole round, the decision before it included.
+            round_time: Seconds since the previous update returned: the round, the decision
+                before it and the loop between them (what a round really costs the run).
             drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
                 drafted position; the frozen drafter's target call excluded).
             timed: False when the round paid a one-time cost (a compilation): its engine and
@@ -469,7 +470,7 @@ class AdaptiveState:
             n: Chains stepped.
             steps: Plain steps taken (one target call each).
             call_time: Seconds in target calls.
-            burst_time: Seconds for the whole burst.
+            burst_time: Seconds since the previous update returned (as ``round_time``).
         """
         per_call = call_time / steps
         for _ in range(min(steps, 4)):  # a few equal observations: the mean call of the burst

@@ -557,6 +557,7 @@ class _Run:
 
     def run(self) -> SampleResult:
         self.started, self.elapsed = time.perf_counter(), self.stats.wall_time
+        self.mark = self.started  # the end of the adaptive policy's last update
         all_ids = np.arange(self.num_chains)
         while True:
             latest = int(self.t_host.max())  # host mirror of t: no sync
@@ -587,7 +588,6 @@ class _Run:
             True if plain steps were taken, False if the next action is a speculative round
             (its draft length is left in ``self.round_gamma``).
         """
-        self.decision_start = time.perf_counter()  # a round's time includes its decision
         all_chains = len(active_np) == self.num_chains
         t_active = self.t_host if all_chains else self.t_host[active_np]
         if self.drafter.source == "free" and not (
@@ -616,7 +616,7 @@ class _Run:
         cache (the target evaluation at the parent state), the stats, trajectory and progress
         as speculative rounds do, and reports the burst's costs to the adaptive policy.
         """
-        start, target_before = time.perf_counter(), self.stats.target_time
+        target_before = self.stats.target_time
         n = len(chains_np)
         all_chains = n == self.num_chains
         chains = self.chain_ids if all_chains else self._device_index(chains_np)
@@ -656,7 +656,8 @@ class _Run:
         if self.bar.bar is not None:
             self.bar.update(n * count)
         self.adaptive.update_plain(n, count, self.stats.target_time - target_before,
-                                   time.perf_counter() - start)
+                                   time.perf_counter() - self.mark)
+        self.mark = time.perf_counter()
 
     def _fold_stats(self) -> None:
         """Add the rounds' accepted and drafted lengths to ``stats`` (one call for many rounds)."""
@@ -1097,7 +1098,9 @@ class _Run:
         std = covariance.std.detach().to(torch.float64).cpu().numpy().reshape(-1)
         if std.size not in (1, n * columns):
             return None
-        return np.ascontiguousarray(np.broadcast_to(std, (n * columns,)).reshape(n, columns))
+        grid = np.empty((n, columns))  # writable: a read-only array is another numba type,
+        grid.reshape(-1)[:] = std  # compiled anew (~1 s) in the middle of some run
+        return grid
 
     def _gather_plan(self, evaluations, flat_index: np.ndarray, n: int):
         """Where a compiled gather of each chain's evaluation at its accepted slot goes.
@@ -1250,5 +1253,6 @@ class _Run:
             self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
-                                 time.perf_counter() - self.decision_start, drafting_time,
+                                 time.perf_counter() - self.mark, drafting_time,
                                  timed=compilations() == compiled_before)
+            self.mark = time.perf_counter()  # the next action's time starts here
