@@ -38,7 +38,8 @@ chain-rounds of speculation, unless they beat rounds with every draft accepted (
 decide); until then each round drafts at least ``initial_draft_length`` (G6). A one-chain run's
 first round is a single observation, and one unlucky round (or one slow first round) would
 otherwise price plain steps faster and leave speculation to the exploration budget for the rest
-of the run.
+of the run. Speculation must beat plain steps by ``plain_margin`` in the model (G7): measured
+costs are a few percent off, and near a tie that error would otherwise pick the loser.
 
 Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
 whole run keeps the target chain's law.
@@ -87,6 +88,10 @@ class AdaptiveDraftLength:
             win with every draft accepted; until then each round drafts at least
             ``initial_draft_length`` (G6). One chain's first round is one observation: an
             unlucky one must not send a whole run to plain steps.
+        plain_margin: The share by which speculation must beat plain steps in the model before
+            a round is taken instead of them (G7). The model's times are a few percent off (a
+            round's costs are measured, not known), and near a tie those errors would pick
+            rounds that lose to plain steps; a margin caps what such a tie can cost either way.
     """
 
     max_draft_length: int = attrs.field(default=16, validator=_positive)
@@ -95,6 +100,7 @@ class AdaptiveDraftLength:
     cost_decay: float = attrs.field(default=0.98, validator=_unit)
     explore_share: float = attrs.field(default=0.005, validator=_unit)
     min_evidence: int = attrs.field(default=4, validator=_positive)
+    plain_margin: float = attrs.field(default=0.03, validator=_unit)
 
     def start(self, num_chains: int) -> "AdaptiveState":
         """Fresh per-run state."""
@@ -407,21 +413,24 @@ class AdaptiveState:
             self.hits, self.at_risk, self.pseudo_count, self.prior_weight, self.calls.state,
             self.engine.state, self.drafting.state[_VALUE], self.plain_engine.state[_VALUE],
             float(n), 2.0 if frozen else 1.0, limit, self._survive, self._steps, self._seconds)
-        if self.evidence < self.config.min_evidence and all_accepted > plain:
+        margin = 1.0 + self.config.plain_margin  # speculation must win by this much (G7)
+        if self.evidence < self.config.min_evidence and all_accepted > margin * plain:
             # too few rounds to give up on, unless the costs alone decide (G6)
             if not self.plain_measured and not self.calls.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = max(best + 1, min(self.config.initial_draft_length, limit))
             return self.last, 0
-        if best_rate > plain:
+        if best_rate > margin * plain:
             if not self.plain_measured and not self.calls.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = best + 1
             return best + 1, 0
         if not self.plain_measured:
             return 0, 2  # plain priced optimistically (p0 = 0) wins: measure it
-        # plain wins: explore at the best g once the plain time pays for its loss (G5)
-        loss = self._seconds[best] - self._steps[best] / plain  # seconds a round at the best g loses
+        # plain wins: explore at the best g once the plain time pays for its loss (G5), a round
+        # counted as losing at least the margin's share of its time (G7)
+        seconds = self._seconds[best]
+        loss = max(seconds - self._steps[best] / plain, self.config.plain_margin * seconds)
         share = self.config.explore_share
         if share * self.plain_time_since_round >= loss:
             self.last = best + 1

@@ -184,6 +184,23 @@ def test_plain_steps_win_at_once_when_they_beat_rounds_with_every_draft_accepted
     assert state.evidence == 1 and state.choose(1, False, 400)[0] == 0
 
 
+def test_speculation_must_beat_plain_steps_by_the_margin():
+    """G7: a round is taken instead of plain steps only if the model has it plain_margin ahead."""
+    def modelled_gain(state):
+        plain, steps, seconds = state.rates(8, False)
+        return float((steps / seconds).max() / plain - 1)
+
+    gains = {}
+    for engine in (3.6e-3, 3.3e-3):  # the round's own time: a near tie, then a clear win
+        state = gs.AdaptiveDraftLength(max_draft_length=2, plain_margin=0.05).start(8)
+        feed(state, np.full(8, 2), 2, call=0.002, draft_step=2e-4, engine=engine)
+        state.update_plain(8, 4, 0.008, 0.0084)  # 2.1 ms a plain step
+        gains[engine] = modelled_gain(state)
+        g, _ = state.choose(8, False, 400)
+        assert (g > 0) == (gains[engine] > 0.05)
+    assert 0 < gains[3.6e-3] < 0.05 < gains[3.3e-3]  # both cases happened
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="explore_share"):
         gs.AdaptiveDraftLength(explore_share=0.0)
@@ -191,3 +208,5 @@ def test_settings_are_validated():
         gs.AdaptiveDraftLength(cost_decay=1.5)
     with pytest.raises(ValueError, match="min_evidence"):
         gs.AdaptiveDraftLength(min_evidence=0)
+    with pytest.raises(ValueError, match="plain_margin"):
+        gs.AdaptiveDraftLength(plain_margin=0.0)
