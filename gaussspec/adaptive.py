@@ -13,7 +13,10 @@ work per position). A burst of plain steps advances ``n`` chain-steps per
 
     T_plain = a + b n + p0                                         (G2)
 
-seconds, ``p0`` being the engine's own time per plain step. The policy picks the ``g`` in
+seconds, ``p0`` being the engine's own time per plain step of a full burst (``p_burst +
+p0 k`` for a burst of ``k`` steps, the fixed part spread over ``MAX_PLAIN_BURST`` steps: the
+single plain step that tells latency from per-state cost would otherwise price every plain step
+at a burst's fixed cost). The policy picks the ``g`` in
 ``0 .. max_draft_length`` with the largest goodput ``steps / time``; ``g = 0`` runs plain steps in
 a tight loop. All the quantities are measured online:
 
@@ -23,12 +26,12 @@ a tight loop. All the quantities are measured online:
   on a prior 1/2 whose one pseudo-count decays with the counts (a prior that stayed would cap
   one chain's ``q_1`` at 0.95);
 * ``a, b`` by decaying least squares on every target call (G4); ``d`` from the timed drafting
-  phase of each round (so it needs no spread of draft lengths), ``p0`` from plain bursts, as
-  decaying means; ``o0, o1`` by decaying least squares on the rest of each round (``o1 = 0``
-  until rounds of different lengths have run).
+  phase of each round (so it needs no spread of draft lengths), as a decaying mean; ``p_burst,
+  p0`` and ``o0, o1`` by decaying least squares on the rest of each burst and each round
+  (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until rounds have).
 
 Engine times are measured robustly: a round during which numba compiled code is not timed, the
-first two observations of ``d`` and ``p0`` count as their smallest (an observation of ``o0 + o1 g``
+first two observations of ``d`` count as their smallest (an observation of a fitted engine time
 below a third of the first one's replaces it) and later ones at most three times the prediction.
 
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
@@ -276,7 +279,7 @@ def _decide(hits, at_risk, pseudo_count, prior_weight, calls_fit, engine_fit, pe
     goodput, plain steps' goodput (G2) and the best goodput if every draft were accepted (G6).
     """
     a, b = calls_fit[_C0], calls_fit[_C1]
-    plain = n / max(a + b * n + plain_engine, 1e-12)  # G2
+    plain = n / max(a + b * n + plain_engine, 1e-12)  # G2 (p0: per step of a full burst)
     _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3
     _goodput_into(survive, n, a, b, engine_fit[_C0], per_step + engine_fit[_C1], calls, steps,
                   seconds)  # G1
@@ -370,7 +373,9 @@ class AdaptiveState:
         self.calls = DecayedFit(config.cost_decay)  # time = a calls + b states (G4)
         self.drafting = DecayedMean(config.cost_decay)  # d: seconds per drafting step
         self.engine = DecayedFit(config.cost_decay)  # o0 + o1 g: the rest of a round (G4)
-        self.plain_engine = DecayedMean(config.cost_decay)  # p0: 0 (optimistic) until measured
+        # a burst's engine time = p_burst + p0 steps: a short burst (the plain step that tells
+        # latency from per-state cost) must not price every plain step at its fixed cost
+        self.plain_engine = DecayedFit(config.cost_decay)  # (p_burst, p0): 0 until measured
         self.plain_measured = False
         self.rounds = 0
         self.evidence = 0  # chain-rounds of speculation so far, not decayed (G6)
@@ -388,7 +393,7 @@ class AdaptiveState:
         The two arrays are this state's buffers, overwritten by the next call.
         """
         a, b = self.calls.coefficients
-        plain = n / max(a + b * n + self.plain_engine.value, 1e-12)  # G2
+        plain = n / max(a + b * n + self._plain_step_engine(), 1e-12)  # G2
         _survival_into(self.hits, self.at_risk, self.pseudo_count, self.prior_weight,
                        self._survive)  # G3
         o0, o1 = self.engine.coefficients
@@ -411,7 +416,7 @@ class AdaptiveState:
             return min(self.last, limit), 0
         best, best_rate, plain, all_accepted = _decide(
             self.hits, self.at_risk, self.pseudo_count, self.prior_weight, self.calls.state,
-            self.engine.state, self.drafting.state[_VALUE], self.plain_engine.state[_VALUE],
+            self.engine.state, self.drafting.state[_VALUE], self._plain_step_engine(),
             float(n), 2.0 if frozen else 1.0, limit, self._survive, self._steps, self._seconds)
         margin = 1.0 + self.config.plain_margin  # speculation must win by this much (G7)
         if self.evidence < self.config.min_evidence and all_accepted > margin * plain:
@@ -438,6 +443,11 @@ class AdaptiveState:
         wanted = loss / share - self.plain_time_since_round
         burst = math.ceil(wanted * plain / n)  # plain steps until the budget is met
         return 0, int(min(max(burst, 1), MAX_PLAIN_BURST))
+
+    def _plain_step_engine(self) -> float:
+        """``p0``: the engine's time per plain step of a full burst (G2), its fixed cost spread."""
+        per_burst, per_step = self.plain_engine.coefficients
+        return per_step + per_burst / MAX_PLAIN_BURST
 
     # -- measurements ------------------------------------------------------------------------
 
@@ -484,6 +494,6 @@ class AdaptiveState:
         per_call = call_time / steps
         for _ in range(min(steps, 4)):  # a few equal observations: the mean call of the burst
             self.calls.add(1.0, float(n), per_call)
-        self.plain_engine.add(max(burst_time - call_time, 0.0) / steps)
+        self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2
         self.plain_measured = True
         self.plain_time_since_round += burst_time

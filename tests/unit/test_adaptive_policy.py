@@ -184,6 +184,17 @@ def test_plain_steps_win_at_once_when_they_beat_rounds_with_every_draft_accepted
     assert state.evidence == 1 and state.choose(1, False, 400)[0] == 0
 
 
+def test_a_burst_fixed_cost_is_spread_over_a_full_burst_not_charged_to_each_plain_step():
+    """G2: burst engine time p_burst + p0 k; one short burst must not price every plain step."""
+    state = gs.AdaptiveDraftLength().start(8)
+    state.update_plain(8, 1, 0.002, 0.002 + 1e-4 + 3e-5)  # one step: 100 us fixed + 30 us
+    assert state._plain_step_engine() == pytest.approx(1.3e-4 / adaptive.MAX_PLAIN_BURST)
+    for steps in (64, 10, 64, 30):
+        state.update_plain(8, steps, 0.002 * steps, (0.002 + 3e-5) * steps + 1e-4)
+    assert state.plain_engine.coefficients == pytest.approx((1e-4, 3e-5), rel=1e-6)
+    assert state._plain_step_engine() == pytest.approx(3e-5 + 1e-4 / adaptive.MAX_PLAIN_BURST)
+
+
 def test_speculation_must_beat_plain_steps_by_the_margin():
     """G7: a round is taken instead of plain steps only if the model has it plain_margin ahead."""
     def modelled_gain(state):
