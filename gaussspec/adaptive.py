@@ -392,14 +392,14 @@ class AdaptiveState:
 
         The two arrays are this state's buffers, overwritten by the next call.
         """
-        a, b = self.calls.coefficients
-        plain = n / max(a + b * n + self._plain_step_engine(), 1e-12)  # G2
-        _survival_into(self.hits, self.at_risk, self.pseudo_count, self.prior_weight,
-                       self._survive)  # G3
-        o0, o1 = self.engine.coefficients
-        _goodput_into(self._survive, float(n), a, b, o0, self.drafting.value + o1,
-                      2.0 if frozen else 1.0, self._steps, self._seconds)  # G1
-        return plain, self._steps, self._seconds
+        return self._decide(n, frozen, len(self._steps))[2], self._steps, self._seconds
+
+    def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
+        """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
+        return _decide(self.hits, self.at_risk, self.pseudo_count, self.prior_weight,
+                       self.calls.state, self.engine.state, self.drafting.state[_VALUE],
+                       self._plain_step_engine(), float(n), 2.0 if frozen else 1.0, limit,
+                       self._survive, self._steps, self._seconds)
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
@@ -414,10 +414,7 @@ class AdaptiveState:
             return 0, 1
         if self.rounds == 0:
             return min(self.last, limit), 0
-        best, best_rate, plain, all_accepted = _decide(
-            self.hits, self.at_risk, self.pseudo_count, self.prior_weight, self.calls.state,
-            self.engine.state, self.drafting.state[_VALUE], self._plain_step_engine(),
-            float(n), 2.0 if frozen else 1.0, limit, self._survive, self._steps, self._seconds)
+        best, best_rate, plain, all_accepted = self._decide(n, frozen, limit)
         margin = 1.0 + self.config.plain_margin  # speculation must win by this much (G7)
         if self.evidence < self.config.min_evidence and all_accepted > margin * plain:
             # too few rounds to give up on, unless the costs alone decide (G6)
