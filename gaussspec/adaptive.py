@@ -3,15 +3,16 @@
 A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round with draft length
 ``g`` advances ``n (1 + sum_{i<=g} S_i)`` chain-steps on average, ``S_i = P(tau >= i)``, and costs
 
-    T_spec(g) = calls(g) a + b n (g + 1) + o0 + o1 g + d g          (G1)
+    T_spec(g) = C(n (g + 1)) [+ C(n)] + o0 + o1 g + d g             (G1)
 
-seconds: ``calls(g)`` batched target calls (two for the frozen drafter), each costing
-``a + b * states`` (latency plus per-state time), the engine's own time per round outside the
+seconds: the batched target call of ``n (g + 1)`` states (and the frozen drafter's second call, of
+``n`` states), ``C(s)`` being a call's measured time by its number of states (G4), the engine's
+own time per round outside the
 drafting phase ``o0 + o1 g`` (verification and draws grow with ``g``; the policy's own time
 and the sampler's loop included: rounds are timed from one update to the next) and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the engine's
 work per position). A burst of plain steps advances ``n`` chain-steps per
 
-    T_plain = a + b n + p0                                         (G2)
+    T_plain = C(n) + p0                                            (G2)
 
 seconds, ``p0`` being the engine's own time per plain step of a full burst (``p_burst +
 p0 k`` for a burst of ``k`` steps, the fixed part spread over ``MAX_PLAIN_BURST`` steps: the
@@ -25,7 +26,14 @@ a tight loop. All the quantities are measured online:
   drafted lately fall back on the previous position's ``q`` through a pseudo-count, and ``q_1``
   on a prior 1/2 whose one pseudo-count decays with the counts (a prior that stayed would cap
   one chain's ``q_1`` at 0.95);
-* ``a, b`` by decaying least squares on every target call (G4); ``d`` from the timed drafting
+* ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
+  between the sizes measured at least twice and extended beyond them with the slope ``b`` of a
+  decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
+  in its size (caches, kernel choice: a posterior with 5000 data rows takes 0.32, 0.45, 0.57 and
+  1.38 ms for 1, 5, 9 and 17 states), and a straight line fitted through small and large calls
+  then prices the sizes between them wrongly. A size measured once counts at most as the fit
+  predicts (its one call may have paid a one-time setup, and an optimistic price sends the policy
+  back to measure it again); ``d`` from the timed drafting
   phase of each round (so it needs no spread of draft lengths), as a decaying mean; ``p_burst,
   p0`` and ``o0, o1`` by decaying least squares on the rest of each burst and each round
   (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until rounds have).
@@ -56,8 +64,8 @@ import attrs
 import numba
 import numpy as np
 
-__all__ = ["AdaptiveDraftLength", "AdaptiveState", "DecayedFit", "DecayedMean", "survival",
-           "round_counts", "goodput"]
+__all__ = ["AdaptiveDraftLength", "AdaptiveState", "CallCosts", "DecayedFit", "DecayedMean",
+           "survival", "round_counts", "goodput"]
 
 MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
@@ -167,6 +175,95 @@ def _solve_non_negative(f):
         f[_C0], f[_C1] = only_u, 0.0
 
 
+_TABLE_CAPACITY = 512  # call sizes remembered; beyond, new sizes are priced by the fit alone
+
+
+@numba.njit(nogil=True)
+def _table_index(sizes, used, size):
+    """The first of the ``used`` sorted sizes that is >= ``size`` (binary search)."""
+    lo, hi = 0, used
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sizes[mid] < size:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(nogil=True)
+def _table_add(sizes, means, used, decay, size, seconds):
+    """:meth:`CallCosts.add`: one call of ``size`` states into its size's decayed mean (G4)."""
+    count = used[0]
+    i = _table_index(sizes, count, size)
+    if i == count or sizes[i] != size:
+        if count == sizes.shape[0]:
+            return  # full: the fit prices this size
+        for j in range(count, i, -1):  # keep the sizes sorted
+            sizes[j] = sizes[j - 1]
+            means[j, :] = means[j - 1, :]
+        sizes[i] = size
+        means[i, :] = 0.0
+        used[0] = count + 1
+    _mean_add(means[i], decay, seconds)  # settles on the smaller of two, then clips
+
+
+@numba.njit(nogil=True)
+def _table_cost(sizes, means, used, fit, size):
+    """``C(size)`` (G4): interpolated between settled sizes, the fit's slope beyond them."""
+    a, b = fit[_C0], fit[_C1]
+    i = _table_index(sizes, used, size)
+    lo, hi = i - 1, i
+    while lo >= 0 and means[lo, _COUNT] < _SETTLE:
+        lo -= 1
+    while hi < used and means[hi, _COUNT] < _SETTLE:
+        hi += 1
+    if hi < used and sizes[hi] == size:
+        return means[hi, _VALUE]  # measured: its own mean
+    if lo >= 0 and hi < used:  # between two settled sizes: linear interpolation
+        w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
+        cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
+    elif lo >= 0:  # above them: the fit's slope
+        cost = means[lo, _VALUE] + b * (size - sizes[lo])
+    elif hi < used:  # below them: the fit's slope, no cheaper per state than the smallest
+        upper = means[hi, _VALUE]
+        cost = max(upper - b * (sizes[hi] - size), upper * size / sizes[hi])
+    else:
+        cost = a + b * size
+    if i < used and sizes[i] == size and means[i, _COUNT] > 0:
+        cost = min(cost, means[i, _VALUE])  # measured once: no dearer than predicted
+    return cost
+
+
+class CallCosts:
+    """A target call's seconds by its number of states, ``C(s)`` (G4).
+
+    A decaying mean per size (the first two observations settle on the smaller), interpolated
+    between settled sizes and extended with the slope of a decaying least-squares fit ``a + b s``
+    (:class:`DecayedFit`) over every call. A size observed once is priced at most as predicted.
+
+    Args:
+        decay: Weight of the past per observation (per size, and in the fit).
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.fit = DecayedFit(decay)  # a + b s over every call
+        self.sizes = np.zeros(_TABLE_CAPACITY, dtype=np.int64)  # sorted, the first used[0]
+        self.means = np.zeros((_TABLE_CAPACITY, 4))  # a DecayedMean state per size
+        self.used = np.zeros(1, dtype=np.int64)
+
+    def add(self, size: int, seconds: float) -> None:
+        """Fold in one call of ``size`` states that took ``seconds``."""
+        _table_add(self.sizes, self.means, self.used, self.decay, int(size), float(seconds))
+        self.fit.add(1.0, float(size), float(seconds))
+
+    def predict(self, size: int) -> float:
+        """``C(size)`` in seconds."""
+        return float(_table_cost(self.sizes, self.means, int(self.used[0]), self.fit.state,
+                                 int(size)))
+
+
 class DecayedMean:
     """A decaying average that weighs its first observations fully (no start-up bias).
 
@@ -241,15 +338,16 @@ def _survival_into(hits, at_risk, pseudo_count, prior_weight, out):
 
 
 @numba.njit(nogil=True)
-def _goodput_into(survive, n, a, b, o0, per_position, calls, steps, seconds):
-    """Fill ``steps`` and ``seconds`` for g = 1..G (G1); see :func:`goodput`."""
-    fixed = calls * a + b * n + o0  # calls * a, position 0's state, o0
-    per_g = b * n + per_position  # the drafted states in the call, one drafting step
+def _goodput_into(survive, n, call_seconds, o0, per_position, steps, seconds):
+    """Fill ``steps`` and ``seconds`` for g = 1..G (G1); see :func:`goodput`.
+
+    ``call_seconds[g - 1]``: the round's target calls at draft length g.
+    """
     total = 1.0
     for g in range(1, steps.shape[0] + 1):
         total += survive[g - 1]
         steps[g - 1] = n * total  # n (1 + sum_{i<=g} S_i) (G1)
-        seconds[g - 1] = max(fixed + per_g * g, 1e-12)  # T_spec(g) (G1)
+        seconds[g - 1] = max(call_seconds[g - 1] + o0 + per_position * g, 1e-12)  # T_spec(g) (G1)
 
 
 @numba.njit(nogil=True)
@@ -271,36 +369,45 @@ def _fold_round(hits, at_risk, tau, lengths, decay):
 
 
 @numba.njit(nogil=True)
-def _decide(hits, at_risk, pseudo_count, prior_weight, calls_fit, engine_fit, per_step,
-            plain_engine, n, calls, limit, survive, steps, seconds):
+def _decide(hits, at_risk, pseudo_count, prior_weight, sizes, means, used, calls_fit, engine_fit,
+            per_step, plain_engine, n, frozen, limit, survive, steps, seconds, call_seconds):
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
 
     Returns ``(best, best_rate, plain_rate, all_accepted_rate)``: the best g's index (g - 1) and
     goodput, plain steps' goodput (G2) and the best goodput if every draft were accepted (G6).
     """
-    a, b = calls_fit[_C0], calls_fit[_C1]
-    plain = n / max(a + b * n + plain_engine, 1e-12)  # G2 (p0: per step of a full burst)
+    chains = int(n)
+    plain_call = _table_cost(sizes, means, used, calls_fit, chains)  # C(n) (G4)
+    plain = n / max(plain_call + plain_engine, 1e-12)  # G2 (p0: per step of a full burst)
+    for g in range(1, limit + 1):
+        call_seconds[g - 1] = _table_cost(sizes, means, used, calls_fit, chains * (g + 1))
+        if frozen:
+            call_seconds[g - 1] += plain_call  # the frozen drafter's call at the round's start
     _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3
-    _goodput_into(survive, n, a, b, engine_fit[_C0], per_step + engine_fit[_C1], calls, steps,
-                  seconds)  # G1
-    best, best_rate = 0, -1.0
+    _goodput_into(survive[:limit], n, call_seconds, engine_fit[_C0], per_step + engine_fit[_C1],
+                  steps[:limit], seconds[:limit])  # G1
+    best, best_rate, all_accepted = 0, -1.0, 0.0
     for g in range(limit):
         rate = steps[g] / seconds[g]
         if rate > best_rate:
             best, best_rate = g, rate
-    # n (g + 1) / T_spec(g) is monotone in g (T_spec is linear): its best is at g = 1 or limit
-    all_accepted = max(2.0 * n / seconds[0], n * (limit + 1.0) / seconds[limit - 1])
+        all_accepted = max(all_accepted, n * (g + 2.0) / seconds[g])  # every draft accepted
     return best, best_rate, plain, all_accepted
 
 
 @numba.njit(nogil=True)
-def _update_round(hits, at_risk, tau, lengths, decay, calls_fit, calls_decay, drafting,
-                  drafting_decay, engine_fit, engine_decay, calls, call_states, call_time,
-                  drafting_time, draft_steps, round_time, timed):
+def _update_round(hits, at_risk, tau, lengths, decay, sizes, means, used, calls_fit, calls_decay,
+                  drafting, drafting_decay, engine_fit, engine_decay, call_states, call_time,
+                  frozen_time, drafting_time, draft_steps, round_time, timed):
     """One speculative round folded into the counts (G3) and the cost estimates (G4)."""
     _fold_round(hits, at_risk, tau, lengths, decay)  # G3
+    if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
+        _table_add(sizes, means, used, calls_decay, tau.shape[0], frozen_time)  # C(n) (G4)
+        _fit_add(calls_fit, calls_decay, 1.0, tau.shape[0], frozen_time)  # a + b s
     if call_states > 0:
-        _fit_add(calls_fit, calls_decay, calls, call_states, call_time)  # a calls + b states
+        verify_time = call_time - frozen_time
+        _table_add(sizes, means, used, calls_decay, call_states, verify_time)  # C(s) (G4)
+        _fit_add(calls_fit, calls_decay, 1.0, call_states, verify_time)  # a + b s
     if timed:
         if draft_steps > 0:
             _mean_add(drafting, drafting_decay, drafting_time / draft_steps)  # d
@@ -344,15 +451,18 @@ def round_counts(tau: np.ndarray, lengths: np.ndarray, size: int) -> tuple[np.nd
 
 def goodput(survive, n: int, a: float, b: float, o0: float, per_position: float,
             frozen: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Expected chain-steps and seconds of a speculative round for g = 1..G (G1).
+    """Expected chain-steps and seconds of a speculative round for g = 1..G (G1), a target
+    call of ``s`` states costing ``a + b s`` seconds.
 
     Returns:
         ``(steps, seconds)``: ``n (1 + sum_{i<=g} S_i)`` and ``T_spec(g)``.
     """
     survive = np.asarray(survive, dtype=np.float64)
     steps, seconds = np.empty(len(survive)), np.empty(len(survive))
-    _goodput_into(survive, float(n), float(a), float(b), float(o0), float(per_position),
-                  2.0 if frozen else 1.0, steps, seconds)
+    g = np.arange(1, len(survive) + 1)
+    call_seconds = (2.0 if frozen else 1.0) * a + b * n * (g + 1)  # C(s) = a + b s (G4)
+    _goodput_into(survive, float(n), call_seconds, float(o0), float(per_position), steps,
+                  seconds)
     return steps, seconds
 
 
@@ -370,7 +480,7 @@ class AdaptiveState:
         self.hits = np.zeros(size)  # decayed counts, pooled over chains (G3)
         self.at_risk = np.zeros(size)
         self.pseudo_count = float(num_chains)  # one round's worth of q_{j-1} in q_j (G3)
-        self.calls = DecayedFit(config.cost_decay)  # time = a calls + b states (G4)
+        self.calls = CallCosts(config.cost_decay)  # C(s): a call's seconds by its states (G4)
         self.drafting = DecayedMean(config.cost_decay)  # d: seconds per drafting step
         self.engine = DecayedFit(config.cost_decay)  # o0 + o1 g: the rest of a round (G4)
         # a burst's engine time = p_burst + p0 steps: a short burst (the plain step that tells
@@ -384,6 +494,7 @@ class AdaptiveState:
         self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
         self.last = min(config.initial_draft_length, size)
         self._survive, self._steps, self._seconds = np.empty(size), np.empty(size), np.empty(size)
+        self._call_seconds = np.empty(size)
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -396,10 +507,12 @@ class AdaptiveState:
 
     def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
         """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
-        return _decide(self.hits, self.at_risk, self.pseudo_count, self.prior_weight,
-                       self.calls.state, self.engine.state, self.drafting.state[_VALUE],
-                       self._plain_step_engine(), float(n), 2.0 if frozen else 1.0, limit,
-                       self._survive, self._steps, self._seconds)
+        calls = self.calls
+        return _decide(self.hits, self.at_risk, self.pseudo_count, self.prior_weight, calls.sizes,
+                       calls.means, int(calls.used[0]), calls.fit.state, self.engine.state,
+                       self.drafting.state[_VALUE], self._plain_step_engine(), float(n),
+                       bool(frozen), limit, self._survive, self._steps, self._seconds,
+                       self._call_seconds)
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
@@ -418,12 +531,12 @@ class AdaptiveState:
         margin = 1.0 + self.config.plain_margin  # speculation must win by this much (G7)
         if self.evidence < self.config.min_evidence and all_accepted > margin * plain:
             # too few rounds to give up on, unless the costs alone decide (G6)
-            if not self.plain_measured and not self.calls.identified:
+            if not self.plain_measured and not self.calls.fit.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = max(best + 1, min(self.config.initial_draft_length, limit))
             return self.last, 0
         if best_rate > margin * plain:
-            if not self.plain_measured and not self.calls.identified:
+            if not self.plain_measured and not self.calls.fit.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = best + 1
             return best + 1, 0
@@ -449,15 +562,15 @@ class AdaptiveState:
     # -- measurements ------------------------------------------------------------------------
 
     def update(self, chains, tau, lengths, call_states, call_time, draft_time, draft_steps,
-               round_time, drafting_time, timed=True):
+               round_time, drafting_time, timed=True, frozen_call_time=0.0):
         """Fold one speculative round's outcome into the estimates.
 
         Args:
             chains: The round's chain indices (unused: counts are pooled over chains).
             tau: Accepted lengths per chain.
             lengths: Drafted lengths per chain.
-            call_states: States evaluated by the target in the round.
-            call_time: Seconds in target calls.
+            call_states: States evaluated by the round's verifying target call.
+            call_time: Seconds in target calls (the frozen drafter's call included).
             draft_time: Seconds in draft-kernel calls (part of ``drafting_time``).
             draft_steps: Sequential draft steps (the round's width).
             round_time: Seconds since the previous update returned: the round, the decision
@@ -466,14 +579,17 @@ class AdaptiveState:
                 drafted position; the frozen drafter's target call excluded).
             timed: False when the round paid a one-time cost (a compilation): its engine and
                 drafting times are then left out.
+            frozen_call_time: Seconds of the frozen drafter's target call (one state per
+                chain), 0 for other drafters.
         """
-        calls = 1.0 + (1.0 if self.frozen and draft_steps > 0 else 0.0)
+        calls = self.calls
         _update_round(self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
-                      np.asarray(lengths, dtype=np.int64), self.config.decay, self.calls.state,
-                      self.calls.decay, self.drafting.state, self.drafting.decay,
-                      self.engine.state, self.engine.decay, calls, float(call_states),
-                      float(call_time), float(drafting_time), float(draft_steps),
-                      float(round_time), bool(timed))  # G3, G4
+                      np.asarray(lengths, dtype=np.int64), self.config.decay, calls.sizes,
+                      calls.means, calls.used, calls.fit.state, calls.decay, self.drafting.state,
+                      self.drafting.decay, self.engine.state, self.engine.decay,
+                      int(call_states), float(call_time), float(frozen_call_time),
+                      float(drafting_time), float(draft_steps), float(round_time),
+                      bool(timed))  # G3, G4
         self.rounds += 1
         self.evidence += len(tau)
         self.prior_weight = max(self.prior_weight * self.config.decay, 1e-6)  # fades as counts (G3)
@@ -489,8 +605,11 @@ class AdaptiveState:
             burst_time: Seconds since the previous update returned (as ``round_time``).
         """
         per_call = call_time / steps
-        for _ in range(min(steps, 4)):  # a few equal observations: the mean call of the burst
-            self.calls.add(1.0, float(n), per_call)
+        for _ in range(min(steps, 2)):  # a burst's mean call: settled when it had two or more
+            _table_add(self.calls.sizes, self.calls.means, self.calls.used, self.calls.decay, n,
+                       per_call)  # C(n) (G4)
+        for _ in range(min(steps, 4)):  # a few equal observations in the fit
+            self.calls.fit.add(1.0, float(n), per_call)
         self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2
         self.plain_measured = True
         self.plain_time_since_round += burst_time

@@ -1254,5 +1254,6 @@ class _Run:
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
                                  time.perf_counter() - self.mark, drafting_time,
-                                 timed=compilations() == compiled_before)
+                                 timed=compilations() == compiled_before,
+                                 frozen_call_time=frozen_call)
             self.mark = time.perf_counter()  # the next action's time starts here

@@ -91,7 +91,7 @@ class ScriptedState:
         self.calls += 1
         return action
 
-    def update(self, *args, timed=True):
+    def update(self, *args, timed=True, frozen_call_time=0.0):
         pass
 
     def update_plain(self, *args):

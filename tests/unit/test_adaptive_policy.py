@@ -73,7 +73,7 @@ def test_engine_time_growing_with_the_draft_length_is_priced_per_position():
              rounds=1)
     np.testing.assert_allclose(state.engine.coefficients, (3e-4, 5e-5), rtol=1e-6)
     _, _, seconds = state.rates(8, False)
-    a, b = state.calls.coefficients
+    a, b = state.calls.fit.coefficients
     np.testing.assert_allclose(seconds[9], a + b * 8 * 11 + 3e-4 + (5e-5 + 2e-4) * 10)
 
 
@@ -110,11 +110,11 @@ def test_policy_tells_latency_from_per_state_cost_before_repeating_a_draft_lengt
     assert state.choose(8, False, 400) == (8, 0)
     # two rounds settle the engine-time estimate
     feed(state, np.full(8, 8), 8, call=0.018, draft_step=2e-4, engine=1e-3, rounds=2)
-    assert not state.calls.identified
+    assert not state.calls.fit.identified
     assert state.choose(8, False, 400) == (0, 1)  # g = 8 again would teach nothing: a plain step
     state.update_plain(8, 1, 0.002, 0.0022)  # 8 states: 2 ms; 72 states: 18 ms (per-state cost)
-    assert state.calls.identified
-    np.testing.assert_allclose(state.calls.coefficients, (0.0, 0.018 / 72), atol=1e-9)
+    assert state.calls.fit.identified
+    np.testing.assert_allclose(state.calls.fit.coefficients, (0.0, 0.018 / 72), atol=1e-9)
     assert state.choose(8, False, 400)[0] == 0  # plain wins on a throughput-bound target
 
 
@@ -125,7 +125,7 @@ def test_a_round_that_compiled_is_not_timed():
     state.update(np.arange(8), np.full(8, 8), lengths, 72, 0.002, 0.0016, 8, 0.1, 0.0016,
                  timed=False)
     assert state.engine.count == 0 and state.drafting.count == 0
-    assert state.calls.count == 1 and state.rounds == 1  # the call and the acceptance count
+    assert state.calls.fit.count == 1 and state.rounds == 1  # the call and the acceptance count
     feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
     np.testing.assert_allclose([state.engine.predict(1, 8), state.drafting.value], [1e-3, 2e-4])
 
@@ -180,7 +180,7 @@ def test_plain_steps_win_at_once_when_they_beat_rounds_with_every_draft_accepted
     state = gs.AdaptiveDraftLength(max_draft_length=8, min_evidence=4).start(1)
     state.update_plain(1, 2, 0.004, 0.0042)  # one state: 2 ms
     feed(state, np.full(1, 4), 4, call=0.010, draft_step=2e-4, engine=1e-3, n=1, rounds=1)
-    assert state.calls.identified  # five states: 10 ms, throughput-bound
+    assert state.calls.fit.identified  # five states: 10 ms, throughput-bound
     assert state.evidence == 1 and state.choose(1, False, 400)[0] == 0
 
 
@@ -221,3 +221,47 @@ def test_settings_are_validated():
         gs.AdaptiveDraftLength(min_evidence=0)
     with pytest.raises(ValueError, match="plain_margin"):
         gs.AdaptiveDraftLength(plain_margin=0.0)
+
+
+def test_call_costs_interpolate_settled_sizes_and_extend_them_with_the_fit_slope():
+    """C(s) (G4): a call's time by size, not a straight line through small and large calls."""
+    costs = adaptive.CallCosts(0.98)
+    measured = {1: 3.2e-4, 5: 4.5e-4, 9: 5.7e-4, 17: 1.38e-3, 33: 2.89e-3}  # diamonds' calls
+    for size, seconds in measured.items():
+        for _ in range(2):
+            costs.add(size, seconds)
+    for size, seconds in measured.items():
+        assert costs.predict(size) == pytest.approx(seconds)
+    assert costs.predict(7) == pytest.approx((4.5e-4 + 5.7e-4) / 2)  # between 5 and 9
+    a, b = costs.fit.coefficients
+    assert a + b * 9 > 1.3 * 5.7e-4  # the straight line prices 9 states 30% too dear
+    assert costs.predict(40) == pytest.approx(2.89e-3 + b * 7)  # beyond: the fit's slope
+    costs.add(13, 0.5)  # measured once (a one-time setup): no dearer than interpolated
+    assert costs.predict(13) == pytest.approx((5.7e-4 + 1.38e-3) / 2)
+    costs.add(13, 9e-4)  # twice: the smaller observation
+    assert costs.predict(13) == pytest.approx(9e-4)
+    costs.add(13, 10.0)  # later: clipped at three times the mean
+    assert costs.predict(13) < 4 * 9e-4
+
+
+def test_policy_prices_rounds_by_measured_call_sizes_not_a_straight_line():
+    """Convex call costs (fast up to 9 states, then slow): the best g is 8, where a straight-line
+    fit through every call would price g = 8 so dear that it drafts short."""
+    def call(states):  # seconds: flat-ish to 9 states, then 0.15 ms per state
+        return 3e-4 + 3e-5 * states + 1.5e-4 * max(states - 9, 0)
+
+    state = gs.AdaptiveDraftLength(max_draft_length=32).start(1)
+    rng = np.random.default_rng(1)
+    for g in [32, 16, 4, 8] * 10:  # geometric acceptance q = 0.9 at every position
+        tau = min(int(rng.geometric(0.1)) - 1, g)
+        state.update(np.arange(1), np.array([tau]), np.array([g]), g + 1, call(g + 1),
+                     2e-5 * g, g, call(g + 1) + 1e-4 + 5e-5 * g, 2e-5 * g)
+    state.update_plain(1, 4, 4 * call(1), 4 * (call(1) + 3e-5))
+    g, _ = state.choose(1, False, 4000)
+    assert 7 <= g <= 9
+    # the mutant (one straight line over every call) drafts far shorter
+    survive = state._survive
+    steps, seconds = adaptive.goodput(survive, 1, *state.calls.fit.coefficients,
+                                      *state.engine.coefficients[:1],
+                                      state.drafting.value + state.engine.coefficients[1], False)
+    assert int(np.argmax(steps / seconds)) + 1 <= 5
