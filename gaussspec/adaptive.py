@@ -25,7 +25,10 @@ a tight loop. All the quantities are measured online:
   estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
   drafted lately fall back on the previous position's ``q`` through a pseudo-count, and ``q_1``
   on a prior 1/2 whose one pseudo-count decays with the counts (a prior that stayed would cap
-  one chain's ``q_1`` at 0.95);
+  one chain's ``q_1`` at 0.95). The counts decay by ``decay`` per speculative round and, during
+  plain steps, as much per the chain-steps a round advances on average: acceptance depends on
+  where the chain is, and a chain that ran plain steps for a while has moved away from the
+  rounds that sent it there;
 * ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
   between the sizes measured at least twice and extended beyond them with the slope ``b`` of a
   decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
@@ -258,6 +261,12 @@ class CallCosts:
         _table_add(self.sizes, self.means, self.used, self.decay, int(size), float(seconds))
         self.fit.add(1.0, float(size), float(seconds))
 
+    def settled(self, size: int) -> bool:
+        """Whether calls of ``size`` states have been measured at least twice."""
+        used = int(self.used[0])
+        i = int(np.searchsorted(self.sizes[:used], size))
+        return i < used and self.sizes[i] == size and self.means[i, _COUNT] >= _SETTLE
+
     def predict(self, size: int) -> float:
         """``C(size)`` in seconds."""
         return float(_table_cost(self.sizes, self.means, int(self.used[0]), self.fit.state,
@@ -399,7 +408,10 @@ def _decide(hits, at_risk, pseudo_count, prior_weight, sizes, means, used, calls
 def _update_round(hits, at_risk, tau, lengths, decay, sizes, means, used, calls_fit, calls_decay,
                   drafting, drafting_decay, engine_fit, engine_decay, call_states, call_time,
                   frozen_time, drafting_time, draft_steps, round_time, timed):
-    """One speculative round folded into the counts (G3) and the cost estimates (G4)."""
+    """One speculative round folded into the counts (G3) and the cost estimates (G4).
+
+    Returns the round's mean advance per chain, ``1 + mean(tau)`` chain-steps.
+    """
     _fold_round(hits, at_risk, tau, lengths, decay)  # G3
     if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
         _table_add(sizes, means, used, calls_decay, tau.shape[0], frozen_time)  # C(n) (G4)
@@ -413,6 +425,10 @@ def _update_round(hits, at_risk, tau, lengths, decay, sizes, means, used, calls_
             _mean_add(drafting, drafting_decay, drafting_time / draft_steps)  # d
         rest = max(round_time - call_time - drafting_time, 0.0)
         _fit_add(engine_fit, engine_decay, 1.0, draft_steps, rest)  # o0 + o1 g (G4)
+    accepted = 0.0
+    for row in range(tau.shape[0]):
+        accepted += tau[row]
+    return 1.0 + accepted / max(tau.shape[0], 1)
 
 
 def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float,
@@ -490,6 +506,7 @@ class AdaptiveState:
         self.rounds = 0
         self.evidence = 0  # chain-rounds of speculation so far, not decayed (G6)
         self.prior_weight = 1.0  # pseudo-counts of the prior q_1 = 1/2, decayed with the counts
+        self.advance = 1.0  # chain-steps a chain-round advances, averaged as the counts decay
         self.frozen = False
         self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
         self.last = min(config.initial_draft_length, size)
@@ -540,8 +557,8 @@ class AdaptiveState:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = best + 1
             return best + 1, 0
-        if not self.plain_measured:
-            return 0, 2  # plain priced optimistically (p0 = 0) wins: measure it
+        if not self.plain_measured or not self.calls.settled(n):
+            return 0, 2  # plain priced optimistically (p0 = 0, C(n) as predicted) wins: measure it
         # plain wins: explore at the best g once the plain time pays for its loss (G5), a round
         # counted as losing at least the margin's share of its time (G7)
         seconds = self._seconds[best]
@@ -583,13 +600,15 @@ class AdaptiveState:
                 chain), 0 for other drafters.
         """
         calls = self.calls
-        _update_round(self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
+        advance = _update_round(self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
                       np.asarray(lengths, dtype=np.int64), self.config.decay, calls.sizes,
                       calls.means, calls.used, calls.fit.state, calls.decay, self.drafting.state,
                       self.drafting.decay, self.engine.state, self.engine.decay,
                       int(call_states), float(call_time), float(frozen_call_time),
                       float(drafting_time), float(draft_steps), float(round_time),
                       bool(timed))  # G3, G4
+        self.advance = advance if self.rounds == 0 else (
+            self.advance + (1.0 - self.config.decay) * (advance - self.advance))
         self.rounds += 1
         self.evidence += len(tau)
         self.prior_weight = max(self.prior_weight * self.config.decay, 1e-6)  # fades as counts (G3)
@@ -612,4 +631,9 @@ class AdaptiveState:
             self.calls.fit.add(1.0, float(n), per_call)
         self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2
         self.plain_measured = True
+        # the chains moved on: the acceptance counts age as over rounds that advance as far (G3)
+        fade = self.config.decay ** (steps / self.advance)
+        self.hits *= fade
+        self.at_risk *= fade
+        self.prior_weight = max(self.prior_weight * fade, 1e-6)
         self.plain_time_since_round += burst_time

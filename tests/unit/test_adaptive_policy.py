@@ -265,3 +265,30 @@ def test_policy_prices_rounds_by_measured_call_sizes_not_a_straight_line():
                                       *state.engine.coefficients[:1],
                                       state.drafting.value + state.engine.coefficients[1], False)
     assert int(np.argmax(steps / seconds)) + 1 <= 5
+
+
+def test_plain_steps_priced_by_one_call_are_measured_in_a_short_burst_first():
+    """A call size measured once is priced no dearer than predicted (G4); when that price makes
+    plain steps win, two plain steps settle it before a long burst is spent on them."""
+    state = gs.AdaptiveDraftLength(max_draft_length=16).start(16)
+    state.update_plain(16, 1, 0.009, 0.0093)  # the free drafter's first step: 9 ms, once
+    for g, tau, seconds in ((4, 4, 0.0195), (16, 15, 0.069), (4, 4, 0.020), (16, 15, 0.074)):
+        state.update(np.arange(16), np.full(16, tau), np.full(16, g), 16 * (g + 1), seconds,
+                     5e-4, g, seconds + 1.5e-3, 5e-4)
+    assert not state.calls.settled(16)
+    assert state.calls.predict(16) < 0.009  # extrapolated from the settled sizes
+    assert state.choose(16, False, 200) == (0, 2)
+    state.update_plain(16, 2, 2 * 0.0075, 2 * 0.0077)  # in fact 7.5 ms a call
+    assert state.calls.settled(16) and state.calls.predict(16) == pytest.approx(0.0075)
+    assert state.choose(16, False, 198)[0] > 0  # speculation wins at the settled price
+
+
+def test_acceptance_counts_age_during_plain_steps_as_over_rounds_that_advance_as_far():
+    """G3: a chain that ran plain steps has moved on; the rounds that sent it there weigh less."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8, decay=0.9).start(1)
+    feed(state, np.full(1, 1), 4, call=0.002, draft_step=2e-4, engine=1e-3, n=1, rounds=10)
+    assert state.advance == pytest.approx(2.0)  # tau = 1: two chain-steps a round
+    hits, prior = state.hits.copy(), state.prior_weight
+    state.update_plain(1, 20, 0.02, 0.021)  # 20 plain steps: as far as ten rounds
+    np.testing.assert_allclose(state.hits, hits * 0.9**10)
+    assert state.prior_weight == pytest.approx(prior * 0.9**10)
