@@ -5,12 +5,12 @@ A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round wit
 
     T_spec(g) = C(n (g + 1)) [+ C(n)] + o0 + o1 g + d g             (G1)
 
-seconds: the batched target call of ``n (g + 1)`` states (and the frozen drafter's second call, of
-``n`` states), ``C(s)`` being a call's measured time by its number of states (G4), the engine's
-own time per round outside the
-drafting phase ``o0 + o1 g`` (verification and draws grow with ``g``; the policy's own time
-and the sampler's loop included: rounds are timed from one update to the next) and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the engine's
-work per position). A burst of plain steps advances ``n`` chain-steps per
+seconds: the batched target call of ``n (g + 1)`` states (and the frozen drafter's second call,
+of ``n`` states), ``C(s)`` being a call's measured time by its number of states (G4); the
+engine's own time per round outside the drafting phase ``o0 + o1 g`` (verification and draws
+grow with ``g``; the policy's own time and the sampler's loop included: rounds are timed from one
+update to the next); and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the
+engine's work per position). A burst of plain steps advances ``n`` chain-steps per
 
     T_plain = C(n) + p0                                            (G2)
 
@@ -34,9 +34,10 @@ a tight loop. All the quantities are measured online:
   decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
   in its size (caches, kernel choice: a posterior with 5000 data rows takes 0.32, 0.45, 0.57 and
   1.38 ms for 1, 5, 9 and 17 states), and a straight line fitted through small and large calls
-  then prices the sizes between them wrongly. A size measured once counts at most as the fit
-  predicts (its one call may have paid a one-time setup, and an optimistic price sends the policy
-  back to measure it again); ``d`` from the timed drafting
+  then prices the sizes between them wrongly. A size measured once counts at most as predicted
+  from the others (its one call may have paid a one-time setup, and an optimistic price sends the
+  policy back to measure it again; plain steps so priced are measured by two before a long
+  burst); ``d`` from the timed drafting
   phase of each round (so it needs no spread of draft lengths), as a decaying mean; ``p_burst,
   p0`` and ``o0, o1`` by decaying least squares on the rest of each burst and each round
   (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until rounds have).
@@ -256,10 +257,16 @@ class CallCosts:
         self.means = np.zeros((_TABLE_CAPACITY, 4))  # a DecayedMean state per size
         self.used = np.zeros(1, dtype=np.int64)
 
-    def add(self, size: int, seconds: float) -> None:
-        """Fold in one call of ``size`` states that took ``seconds``."""
-        _table_add(self.sizes, self.means, self.used, self.decay, int(size), float(seconds))
-        self.fit.add(1.0, float(size), float(seconds))
+    def add(self, size: int, seconds: float, calls: int = 1) -> None:
+        """Fold in ``calls`` calls of ``size`` states that took ``seconds`` each on average.
+
+        Several calls count as two observations of their size (their mean is settled) and as
+        up to four in the fit.
+        """
+        for _ in range(min(calls, _SETTLE)):
+            _table_add(self.sizes, self.means, self.used, self.decay, int(size), float(seconds))
+        for _ in range(min(calls, 4)):
+            self.fit.add(1.0, float(size), float(seconds))
 
     def settled(self, size: int) -> bool:
         """Whether calls of ``size`` states have been measured at least twice."""
@@ -600,13 +607,13 @@ class AdaptiveState:
                 chain), 0 for other drafters.
         """
         calls = self.calls
-        advance = _update_round(self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
-                      np.asarray(lengths, dtype=np.int64), self.config.decay, calls.sizes,
-                      calls.means, calls.used, calls.fit.state, calls.decay, self.drafting.state,
-                      self.drafting.decay, self.engine.state, self.engine.decay,
-                      int(call_states), float(call_time), float(frozen_call_time),
-                      float(drafting_time), float(draft_steps), float(round_time),
-                      bool(timed))  # G3, G4
+        advance = _update_round(
+            self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
+            np.asarray(lengths, dtype=np.int64), self.config.decay, calls.sizes, calls.means,
+            calls.used, calls.fit.state, calls.decay, self.drafting.state, self.drafting.decay,
+            self.engine.state, self.engine.decay, int(call_states), float(call_time),
+            float(frozen_call_time), float(drafting_time), float(draft_steps), float(round_time),
+            bool(timed))  # G3, G4
         self.advance = advance if self.rounds == 0 else (
             self.advance + (1.0 - self.config.decay) * (advance - self.advance))
         self.rounds += 1
@@ -623,12 +630,7 @@ class AdaptiveState:
             call_time: Seconds in target calls.
             burst_time: Seconds since the previous update returned (as ``round_time``).
         """
-        per_call = call_time / steps
-        for _ in range(min(steps, 2)):  # a burst's mean call: settled when it had two or more
-            _table_add(self.calls.sizes, self.calls.means, self.calls.used, self.calls.decay, n,
-                       per_call)  # C(n) (G4)
-        for _ in range(min(steps, 4)):  # a few equal observations in the fit
-            self.calls.fit.add(1.0, float(n), per_call)
+        self.calls.add(n, call_time / steps, steps)  # C(n) (G4): the burst's mean call
         self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2
         self.plain_measured = True
         # the chains moved on: the acceptance counts age as over rounds that advance as far (G3)
