@@ -28,7 +28,12 @@ a tight loop. All the quantities are measured online:
   one chain's ``q_1`` at 0.95). The counts decay by ``decay`` per speculative round and, during
   plain steps, as much per the chain-steps a round advances on average: acceptance depends on
   where the chain is, and a chain that ran plain steps for a while has moved away from the
-  rounds that sent it there;
+  rounds that sent it there. The same counts with a long memory (``_LONG_DECAY`` per round, not
+  faded by plain steps) give a second survival curve, and the rule uses the blend
+  ``S = w S_recent + (1 - w) S_long``, ``w = A / (A + k)`` with ``A`` the recent counts' weight
+  (chain-rounds) and ``k`` one round's worth: while rounds run, the recent counts decide; after a
+  stretch of plain steps (a region where the drafts failed, left behind), the run's long-run
+  acceptance takes over and brings speculation back without waiting for the exploration budget;
 * ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
   between the sizes measured at least twice and extended beyond them with the slope ``b`` of a
   decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
@@ -75,6 +80,7 @@ MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
 _CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
 _SETTLE = 2  # observations before an engine-time estimate is trusted (and averaged)
+_LONG_DECAY = 0.99  # the acceptance counts' long memory, per round (G3)
 
 
 def _positive(instance, attribute, value):
@@ -385,8 +391,9 @@ def _fold_round(hits, at_risk, tau, lengths, decay):
 
 
 @numba.njit(nogil=True)
-def _decide(hits, at_risk, pseudo_count, prior_weight, sizes, means, used, calls_fit, engine_fit,
-            per_step, plain_engine, n, frozen, limit, survive, steps, seconds, call_seconds):
+def _decide(hits, at_risk, long_counts, pseudo_count, prior_weight, long_prior_weight, sizes,
+            means, used, calls_fit, engine_fit, per_step, plain_engine, n, frozen, limit, survive,
+            long_survive, steps, seconds, call_seconds):
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
 
     Returns ``(best, best_rate, plain_rate, all_accepted_rate)``: the best g's index (g - 1) and
@@ -399,7 +406,12 @@ def _decide(hits, at_risk, pseudo_count, prior_weight, sizes, means, used, calls
         call_seconds[g - 1] = _table_cost(sizes, means, used, calls_fit, chains * (g + 1))
         if frozen:
             call_seconds[g - 1] += plain_call  # the frozen drafter's call at the round's start
-    _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3
+    _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3, recent rounds
+    _survival_into(long_counts[0], long_counts[1], pseudo_count, long_prior_weight,
+                   long_survive)  # G3, the run's long memory
+    recent = at_risk[0] / (at_risk[0] + pseudo_count)  # w: weight of the recent counts (G3)
+    for j in range(survive.shape[0]):
+        survive[j] = recent * survive[j] + (1.0 - recent) * long_survive[j]  # S blend (G3)
     _goodput_into(survive[:limit], n, call_seconds, engine_fit[_C0], per_step + engine_fit[_C1],
                   steps[:limit], seconds[:limit])  # G1
     best, best_rate, all_accepted = 0, -1.0, 0.0
@@ -412,14 +424,15 @@ def _decide(hits, at_risk, pseudo_count, prior_weight, sizes, means, used, calls
 
 
 @numba.njit(nogil=True)
-def _update_round(hits, at_risk, tau, lengths, decay, sizes, means, used, calls_fit, calls_decay,
-                  drafting, drafting_decay, engine_fit, engine_decay, call_states, call_time,
-                  frozen_time, drafting_time, draft_steps, round_time, timed):
+def _update_round(hits, at_risk, long_counts, tau, lengths, decay, sizes, means, used, calls_fit,
+                  calls_decay, drafting, drafting_decay, engine_fit, engine_decay, call_states,
+                  call_time, frozen_time, drafting_time, draft_steps, round_time, timed):
     """One speculative round folded into the counts (G3) and the cost estimates (G4).
 
     Returns the round's mean advance per chain, ``1 + mean(tau)`` chain-steps.
     """
     _fold_round(hits, at_risk, tau, lengths, decay)  # G3
+    _fold_round(long_counts[0], long_counts[1], tau, lengths, _LONG_DECAY)  # G3, long memory
     if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
         _table_add(sizes, means, used, calls_decay, tau.shape[0], frozen_time)  # C(n) (G4)
         _fit_add(calls_fit, calls_decay, 1.0, tau.shape[0], frozen_time)  # a + b s
@@ -502,6 +515,8 @@ class AdaptiveState:
         size = config.max_draft_length
         self.hits = np.zeros(size)  # decayed counts, pooled over chains (G3)
         self.at_risk = np.zeros(size)
+        self.long_counts = np.zeros((2, size))  # hits, at_risk decaying by _LONG_DECAY (G3)
+        self.long_prior_weight = 1.0
         self.pseudo_count = float(num_chains)  # one round's worth of q_{j-1} in q_j (G3)
         self.calls = CallCosts(config.cost_decay)  # C(s): a call's seconds by its states (G4)
         self.drafting = DecayedMean(config.cost_decay)  # d: seconds per drafting step
@@ -518,7 +533,7 @@ class AdaptiveState:
         self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
         self.last = min(config.initial_draft_length, size)
         self._survive, self._steps, self._seconds = np.empty(size), np.empty(size), np.empty(size)
-        self._call_seconds = np.empty(size)
+        self._call_seconds, self._long_survive = np.empty(size), np.empty(size)
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -532,11 +547,12 @@ class AdaptiveState:
     def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
         """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
         calls = self.calls
-        return _decide(self.hits, self.at_risk, self.pseudo_count, self.prior_weight, calls.sizes,
-                       calls.means, int(calls.used[0]), calls.fit.state, self.engine.state,
+        return _decide(self.hits, self.at_risk, self.long_counts, self.pseudo_count,
+                       self.prior_weight, self.long_prior_weight, calls.sizes, calls.means,
+                       int(calls.used[0]), calls.fit.state, self.engine.state,
                        self.drafting.state[_VALUE], self._plain_step_engine(), float(n),
-                       bool(frozen), limit, self._survive, self._steps, self._seconds,
-                       self._call_seconds)
+                       bool(frozen), limit, self._survive, self._long_survive, self._steps,
+                       self._seconds, self._call_seconds)
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
@@ -608,7 +624,7 @@ class AdaptiveState:
         """
         calls = self.calls
         advance = _update_round(
-            self.hits, self.at_risk, np.asarray(tau, dtype=np.int64),
+            self.hits, self.at_risk, self.long_counts, np.asarray(tau, dtype=np.int64),
             np.asarray(lengths, dtype=np.int64), self.config.decay, calls.sizes, calls.means,
             calls.used, calls.fit.state, calls.decay, self.drafting.state, self.drafting.decay,
             self.engine.state, self.engine.decay, int(call_states), float(call_time),
@@ -619,6 +635,7 @@ class AdaptiveState:
         self.rounds += 1
         self.evidence += len(tau)
         self.prior_weight = max(self.prior_weight * self.config.decay, 1e-6)  # fades as counts (G3)
+        self.long_prior_weight = max(self.long_prior_weight * _LONG_DECAY, 1e-6)
         self.plain_time_since_round = 0.0
 
     def update_plain(self, n: int, steps: int, call_time: float, burst_time: float) -> None:

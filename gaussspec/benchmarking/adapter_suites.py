@@ -58,6 +58,12 @@ def _range(row) -> str:
     return f"{min(row['wall_s_all']) * 1e3:.0f}..{max(row['wall_s_all']) * 1e3:.0f} ms"
 
 
+def _slower_in(row, other) -> str:
+    """In how many repeats ``row`` was slower than ``other`` (runs are paired: interleaved)."""
+    pairs = list(zip(row["wall_s_all"], other["wall_s_all"]))
+    return f"{sum(mine > theirs for mine, theirs in pairs)} of {len(pairs)}"
+
+
 def _print(row):
     print(f"  {row['label']:34s} wall {row['wall_s']:8.3f} s  BE {row['block_efficiency']:5.2f}  "
           f"x{row['speedup']:.2f}", flush=True)
@@ -215,4 +221,6 @@ def run(name: str, result: SuiteResult, out_dir: Path, quick: bool, repeats: int
                 f"{ada['speedup']:.2f}x ({ada['wall_s'] / best_same['wall_s'] - 1:+.1%} vs the best "
                 f"fixed {ada['drafter']}, {best_same['label']}, "
                 f"{ada['wall_s'] / ada['plain_wall_s'] - 1:+.1%} vs plain; runs "
-                f"{_range(ada)} against {_range(best_same)} and plain {_range(mine[0])}).")
+                f"{_range(ada)} against {_range(best_same)} and plain {_range(mine[0])}; "
+                f"slower than the best fixed in {_slower_in(ada, best_same)} paired repeats, "
+                f"than plain in {_slower_in(ada, mine[0])}).")

@@ -292,3 +292,22 @@ def test_acceptance_counts_age_during_plain_steps_as_over_rounds_that_advance_as
     state.update_plain(1, 20, 0.02, 0.021)  # 20 plain steps: as far as ten rounds
     np.testing.assert_allclose(state.hits, hits * 0.9**10)
     assert state.prior_weight == pytest.approx(prior * 0.9**10)
+
+
+def test_after_plain_steps_the_recent_counts_give_way_to_the_runs_long_memory():
+    """G3: a bad stretch sends the rule to plain steps; as the chain moves on, the recent counts
+    fade and the run's long-memory acceptance brings speculation back, long before the
+    exploration budget (G5) would."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8, explore_share=0.001).start(1)
+    state.update_plain(1, 2, 0.002, 0.0021)  # a plain step: ~1 ms
+    feed(state, np.full(1, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, n=1, rounds=60)
+    feed(state, np.zeros(1, dtype=int), 8, call=0.002, draft_step=2e-4, engine=1e-3, n=1,
+         rounds=10)  # a region where every draft fails
+    plain_steps = 0
+    while plain_steps < 1000:
+        g, burst = state.choose(1, False, 4000)
+        if g:
+            break
+        state.update_plain(1, burst, 0.001 * burst, 0.00105 * burst)
+        plain_steps += burst
+    assert g > 0 and 0 < plain_steps <= 200  # G5 alone would wait ~1000 plain steps
