@@ -29,11 +29,13 @@ a tight loop. All the quantities are measured online:
   plain steps, as much per the chain-steps a round advances on average: acceptance depends on
   where the chain is, and a chain that ran plain steps for a while has moved away from the
   rounds that sent it there. The same counts with a long memory (``_LONG_DECAY`` per round, not
-  faded by plain steps) give a second survival curve, and the rule uses the blend
+  faded by plain steps) give a second survival curve. After plain steps the rule uses the blend
   ``S = w S_recent + (1 - w) S_long``, ``w = A / (A + k)`` with ``A`` the recent counts' weight
-  (chain-rounds) and ``k`` one round's worth: while rounds run, the recent counts decide; after a
-  stretch of plain steps (a region where the drafts failed, left behind), the run's long-run
-  acceptance takes over and brings speculation back without waiting for the exploration budget;
+  (chain-rounds) and ``k`` one round's worth: as a stretch of plain steps fades the recent counts
+  (a region where the drafts failed, left behind), the run's long-run acceptance takes over and
+  brings speculation back without waiting for the exploration budget. After a round the recent
+  counts alone decide: acceptance that changes along the chain by design (a diffusion's late
+  steps) must not be pulled towards the run's average;
 * ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
   between the sizes measured at least twice and extended beyond them with the slope ``b`` of a
   decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
@@ -392,8 +394,8 @@ def _fold_round(hits, at_risk, tau, lengths, decay):
 
 @numba.njit(nogil=True)
 def _decide(hits, at_risk, long_counts, pseudo_count, prior_weight, long_prior_weight, sizes,
-            means, used, calls_fit, engine_fit, per_step, plain_engine, n, frozen, limit, survive,
-            long_survive, steps, seconds, call_seconds):
+            means, used, calls_fit, engine_fit, per_step, plain_engine, n, frozen, limit, blend,
+            survive, long_survive, steps, seconds, call_seconds):
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
 
     Returns ``(best, best_rate, plain_rate, all_accepted_rate)``: the best g's index (g - 1) and
@@ -407,11 +409,12 @@ def _decide(hits, at_risk, long_counts, pseudo_count, prior_weight, long_prior_w
         if frozen:
             call_seconds[g - 1] += plain_call  # the frozen drafter's call at the round's start
     _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3, recent rounds
-    _survival_into(long_counts[0], long_counts[1], pseudo_count, long_prior_weight,
-                   long_survive)  # G3, the run's long memory
-    recent = at_risk[0] / (at_risk[0] + pseudo_count)  # w: weight of the recent counts (G3)
-    for j in range(survive.shape[0]):
-        survive[j] = recent * survive[j] + (1.0 - recent) * long_survive[j]  # S blend (G3)
+    if blend:  # after plain steps: the run's long memory too
+        _survival_into(long_counts[0], long_counts[1], pseudo_count, long_prior_weight,
+                       long_survive)  # G3
+        recent = at_risk[0] / (at_risk[0] + pseudo_count)  # w: the recent counts' weight (G3)
+        for j in range(survive.shape[0]):
+            survive[j] = recent * survive[j] + (1.0 - recent) * long_survive[j]  # S blend (G3)
     _goodput_into(survive[:limit], n, call_seconds, engine_fit[_C0], per_step + engine_fit[_C1],
                   steps[:limit], seconds[:limit])  # G1
     best, best_rate, all_accepted = 0, -1.0, 0.0
@@ -551,8 +554,8 @@ class AdaptiveState:
                        self.prior_weight, self.long_prior_weight, calls.sizes, calls.means,
                        int(calls.used[0]), calls.fit.state, self.engine.state,
                        self.drafting.state[_VALUE], self._plain_step_engine(), float(n),
-                       bool(frozen), limit, self._survive, self._long_survive, self._steps,
-                       self._seconds, self._call_seconds)
+                       bool(frozen), limit, self.plain_time_since_round > 0.0, self._survive,
+                       self._long_survive, self._steps, self._seconds, self._call_seconds)
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
