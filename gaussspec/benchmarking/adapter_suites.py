@@ -59,9 +59,8 @@ def _range(row) -> str:
 
 
 def _slower_in(row, other) -> str:
-    """In how many repeats ``row`` was slower than ``other`` (runs are paired: interleaved)."""
-    pairs = list(zip(row["wall_s_all"], other["wall_s_all"]))
-    return f"{sum(mine > theirs for mine, theirs in pairs)} of {len(pairs)}"
+    """``"k of n"``: the paired repeats in which ``row`` was slower than ``other``."""
+    return "{} of {}".format(*harness.slower_in(row, other))
 
 
 def _print(row):

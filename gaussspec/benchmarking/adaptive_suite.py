@@ -96,10 +96,8 @@ def verdict(rows: list[dict]) -> dict:
     vs_best = ada["wall_s"] / best["wall_s"] - 1  # > 0: adaptive slower than the best fixed
     vs_plain = ada["wall_s"] / plain_row["wall_s"] - 1  # > 0: adaptive slower than plain
     best_overall = min(best["wall_s"], plain_row["wall_s"])
-    def slower_in(other):  # repeats are interleaved: run r of each contender form a pair
-        pairs = list(zip(ada["wall_s_all"], other["wall_s_all"]))
-        return f"{sum(mine > theirs for mine, theirs in pairs)}/{len(pairs)}"
-
+    slower_than_best = harness.slower_in(ada, best)  # paired repeats in which adaptive was slower
+    slower_than_plain = harness.slower_in(ada, plain_row)
     return {
         "plain_wall_s": plain_row["wall_s"], "best_fixed": best["draft_length"],
         "best_fixed_wall_s": best["wall_s"], "best_fixed_speedup": best["speedup"],
@@ -110,7 +108,8 @@ def verdict(rows: list[dict]) -> dict:
         "adaptive_vs_best_overall": ada["wall_s"] / best_overall - 1,
         "within_5pct_of_best_fixed": vs_best <= TOLERANCE,
         "within_5pct_of_plain": vs_plain <= TOLERANCE,
-        "slower_than_best_fixed_in": slower_in(best), "slower_than_plain_in": slower_in(plain_row),
+        "slower_than_best_fixed_in": "{}/{}".format(*slower_than_best),
+        "slower_than_plain_in": "{}/{}".format(*slower_than_plain),
     }
 
 

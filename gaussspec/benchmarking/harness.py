@@ -169,6 +169,16 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
     return rows
 
 
+def slower_in(row: dict, other: dict) -> tuple[int, int]:
+    """``(k, n)``: ``row`` was slower than ``other`` in k of the n repeats.
+
+    :func:`measure` interleaves the repeats, so run r of each contender forms a pair (the same
+    seed, the machine in the same state), which tells a consistent gap from the runs' spread.
+    """
+    pairs = list(zip(row["wall_s_all"], other["wall_s_all"]))
+    return sum(mine > theirs for mine, theirs in pairs), len(pairs)
+
+
 def warm_up() -> None:
     """Compile the residual sampler (numba) and touch torch's kernels before timing anything."""
     from gaussspec.testing import chains

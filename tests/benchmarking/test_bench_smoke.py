@@ -58,6 +58,13 @@ def test_harness_interleaves_and_puts_plain_first():
     assert len(rows[1]["wall_s_all"]) == 2 and rows[1]["block_efficiency"] > 1.0
 
 
+def test_paired_repeats_count_where_a_row_was_the_slower():
+    """Repeats are interleaved: run r of each contender is a pair (harness.slower_in)."""
+    row, other = {"wall_s_all": [1.0, 2.0, 3.0, 4.0]}, {"wall_s_all": [2.0, 1.0, 1.0, 4.0]}
+    assert harness.slower_in(row, other) == (2, 4)  # equal times count as not slower
+    assert harness.slower_in(other, row) == (1, 4)
+
+
 def test_call_cost_and_closed_form():
     with pytest.raises(ValueError, match="latency"):
         CallCost(latency=-1.0)
