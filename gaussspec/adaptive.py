@@ -44,10 +44,11 @@ a tight loop. All the quantities are measured online:
   then prices the sizes between them wrongly. A size measured once counts at most as predicted
   from the others (its one call may have paid a one-time setup, and an optimistic price sends the
   policy back to measure it again; plain steps so priced are measured by two before a long
-  burst); ``d`` from the timed drafting
-  phase of each round (so it needs no spread of draft lengths), as a decaying mean; ``p_burst,
-  p0`` and ``o0, o1`` by decaying least squares on the rest of each burst and each round
-  (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until rounds have).
+  burst);
+* ``d`` from the timed drafting phase of each round (so it needs no spread of draft lengths), as
+  a decaying mean; ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
+  burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
+  rounds have).
 
 Engine times are measured robustly: a round during which numba compiled code is not timed, the
 first two observations of ``d`` count as their smallest (an observation of a fitted engine time
