@@ -38,6 +38,7 @@ from gaussspec.testing import planted_mutant, two_sample_test  # noqa: E402
 torch.set_num_threads(1)
 ALPHA = 1e-3
 CHAINS, STEPS = 400, 16
+MIN_BLOCK_EFFICIENCY = 1.3  # above it, some drafts were accepted (every one rejected gives 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_speculative_md_matches_plain_chain(setup, name):
     # K steps in rounds of at most draft_length + 1 is K / ceil(K / 5) = 4.0 here (the always-accept
     # mutant reaches it); keeping away from both ends means drafts were both accepted and rejected.
     all_accepted = STEPS / math.ceil(STEPS / 5)
-    assert 1.3 < result.stats.block_efficiency < all_accepted - 0.1
+    assert MIN_BLOCK_EFFICIENCY < result.stats.block_efficiency < all_accepted - 0.1
     # fewer sequential calls per chain than plain (the batch's round count is its slowest chain)
     assert result.stats.chain_rounds / result.stats.num_chains < 0.9 * STEPS
     assert two_sample_test(result.samples, plain).p_value > ALPHA
@@ -85,3 +86,14 @@ def test_speculative_md_matches_plain_chain(setup, name):
     # the upper bound above is one this mutant breaks: it reaches the all-accepted value
     assert broken.stats.block_efficiency > all_accepted - 0.1
     assert two_sample_test(broken.samples, plain).p_value < ALPHA
+
+
+def test_block_efficiency_lower_bound_fails_when_drafts_are_rejected(setup):
+    """The lower bound of the test above can fail: a Brownian draft kernel that ignores the
+    forces (at 30 K the force drift is most of the step) has nearly every draft rejected."""
+    system, forces, bonded, x0, v0 = setup
+    kernel = BrownianKernel(forces, system.masses, 30.0, 100.0, 0.0005, STEPS)
+    forceless = gs.KernelDrafter(kernel.with_forces(lambda x: torch.zeros_like(x)))
+    result = gs.SpeculativeSampler(kernel, forceless, draft_length=4).sample(
+        x0, generator=torch.Generator().manual_seed(2))
+    assert result.stats.block_efficiency < MIN_BLOCK_EFFICIENCY  # 1.07 with this seed
