@@ -222,6 +222,17 @@ def _table_add(sizes, means, used, decay, size, seconds):
 
 
 @numba.njit(nogil=True)
+def _calls_add(sizes, means, used, fit, decay, size, seconds, calls):
+    """:meth:`CallCosts.add`: ``calls`` calls of ``size`` states, ``seconds`` each on average,
+    into the size's mean (as two observations when several: settled) and the fit ``a + b s``
+    (as up to four)."""
+    for _ in range(min(calls, _SETTLE)):
+        _table_add(sizes, means, used, decay, size, seconds)  # C(s) (G4)
+    for _ in range(min(calls, 4)):
+        _fit_add(fit, decay, 1.0, size, seconds)  # a + b s
+
+
+@numba.njit(nogil=True)
 def _table_cost(sizes, means, used, fit, size):
     """``C(size)`` (G4): interpolated between settled sizes, the fit's slope beyond them."""
     a, b = fit[_C0], fit[_C1]
@@ -272,15 +283,13 @@ class CallCosts:
         Several calls count as two observations of their size (their mean is settled) and as
         up to four in the fit.
         """
-        for _ in range(min(calls, _SETTLE)):
-            _table_add(self.sizes, self.means, self.used, self.decay, int(size), float(seconds))
-        for _ in range(min(calls, 4)):
-            self.fit.add(1.0, float(size), float(seconds))
+        _calls_add(self.sizes, self.means, self.used, self.fit.state, self.decay, int(size),
+                   float(seconds), int(calls))
 
     def settled(self, size: int) -> bool:
         """Whether calls of ``size`` states have been measured at least twice."""
         used = int(self.used[0])
-        i = int(np.searchsorted(self.sizes[:used], size))
+        i = _table_index(self.sizes, used, int(size))
         return i < used and self.sizes[i] == size and self.means[i, _COUNT] >= _SETTLE
 
     def predict(self, size: int) -> float:
@@ -438,12 +447,10 @@ def _update_round(hits, at_risk, long_counts, tau, lengths, decay, sizes, means,
     _fold_round(hits, at_risk, tau, lengths, decay)  # G3
     _fold_round(long_counts[0], long_counts[1], tau, lengths, _LONG_DECAY)  # G3, long memory
     if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
-        _table_add(sizes, means, used, calls_decay, tau.shape[0], frozen_time)  # C(n) (G4)
-        _fit_add(calls_fit, calls_decay, 1.0, tau.shape[0], frozen_time)  # a + b s
+        _calls_add(sizes, means, used, calls_fit, calls_decay, tau.shape[0], frozen_time, 1)  # C(n)
     if call_states > 0:
         verify_time = call_time - frozen_time
-        _table_add(sizes, means, used, calls_decay, call_states, verify_time)  # C(s) (G4)
-        _fit_add(calls_fit, calls_decay, 1.0, call_states, verify_time)  # a + b s
+        _calls_add(sizes, means, used, calls_fit, calls_decay, call_states, verify_time, 1)  # C(s)
     if timed:
         if draft_steps > 0:
             _mean_add(drafting, drafting_decay, drafting_time / draft_steps)  # d
