@@ -50,7 +50,9 @@ a tight loop. All the quantities are measured online:
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
   rounds have).
 
-Engine times are measured robustly: a round during which numba compiled code is not timed, the
+Engine times are measured robustly: a round during which numba compiled code is not timed (its
+target calls neither: a compilation holds the interpreter, and a call that overlapped one has
+priced a 33-state call at a second and a whole run as plain steps), the
 first two observations of ``d`` count as their smallest (an observation of a fitted engine time
 below a third of the first one's replaces it) and later ones at most three times the prediction.
 
@@ -58,10 +60,12 @@ While plain steps win, a speculative round at the best ``g >= 1`` is tried again
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
 costs at most that share of the run. Plain steps may win only after ``min_evidence``
 chain-rounds of speculation, unless they beat rounds with every draft accepted (the costs alone
-decide); until then each round drafts at least ``initial_draft_length`` (G6). A one-chain run's
-first round is a single observation, and one unlucky round (or one slow first round) would
-otherwise price plain steps faster and leave speculation to the exploration budget for the rest
-of the run. Speculation must beat plain steps by ``plain_margin`` in the model (G7): measured
+decide, and only once two rounds are timed); until then each round drafts at least
+``initial_draft_length`` (G6). A one-chain run's first round is a single observation, and a few
+unlucky rounds (or one slow first round) would otherwise price plain steps faster and leave
+speculation to the exploration budget for the rest of the run: the free drafter on a one-chain
+Langevin run accepts nothing in about a quarter of its rounds, and four rounds (1, 0, 3 and 0
+accepted) sent one eight_schools run to plain steps for 1126 of its 4000 steps. Speculation must beat plain steps by ``plain_margin`` in the model (G7): measured
 costs are a few percent off, and near a tie that error would otherwise pick the loser.
 
 Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
@@ -110,8 +114,9 @@ class AdaptiveDraftLength:
             best draft length may lose (G5), so that acceptance estimates stay current.
         min_evidence: Chain-rounds of speculation before plain steps may win, unless they would
             win with every draft accepted; until then each round drafts at least
-            ``initial_draft_length`` (G6). One chain's first round is one observation: an
-            unlucky one must not send a whole run to plain steps.
+            ``initial_draft_length`` (G6). One chain's round is one observation of a skewed
+            count (often 0, often every draft): a few unlucky ones must not send a whole run to
+            plain steps. Many chains pass it in their first round.
         plain_margin: The share by which speculation must beat plain steps in the model before
             a round is taken instead of them (G7). The model's times are a few percent off (a
             round's costs are measured, not known), and near a tie those errors would pick
@@ -123,7 +128,7 @@ class AdaptiveDraftLength:
     decay: float = attrs.field(default=0.9, validator=_unit)
     cost_decay: float = attrs.field(default=0.98, validator=_unit)
     explore_share: float = attrs.field(default=0.005, validator=_unit)
-    min_evidence: int = attrs.field(default=4, validator=_positive)
+    min_evidence: int = attrs.field(default=16, validator=_positive)
     plain_margin: float = attrs.field(default=0.03, validator=_unit)
 
     def start(self, num_chains: int) -> "AdaptiveState":
@@ -446,12 +451,14 @@ def _update_round(hits, at_risk, long_counts, tau, lengths, decay, sizes, means,
     """
     _fold_round(hits, at_risk, tau, lengths, decay)  # G3
     _fold_round(long_counts[0], long_counts[1], tau, lengths, _LONG_DECAY)  # G3, long memory
-    if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
-        _calls_add(sizes, means, used, calls_fit, calls_decay, tau.shape[0], frozen_time, 1)  # C(n)
-    if call_states > 0:
-        verify_time = call_time - frozen_time
-        _calls_add(sizes, means, used, calls_fit, calls_decay, call_states, verify_time, 1)  # C(s)
-    if timed:
+    if timed:  # a compilation holds the interpreter: the round's target calls waited on it too
+        if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
+            _calls_add(sizes, means, used, calls_fit, calls_decay, tau.shape[0], frozen_time,
+                       1)  # C(n) (G4)
+        if call_states > 0:
+            verify_time = call_time - frozen_time
+            _calls_add(sizes, means, used, calls_fit, calls_decay, call_states, verify_time,
+                       1)  # C(s) (G4)
         if draft_steps > 0:
             _mean_add(drafting, drafting_decay, drafting_time / draft_steps)  # d
         rest = max(round_time - call_time - drafting_time, 0.0)
@@ -580,8 +587,10 @@ class AdaptiveState:
             return min(self.last, limit), 0
         best, best_rate, plain, all_accepted = self._decide(n, frozen, limit)
         margin = 1.0 + self.config.plain_margin  # speculation must win by this much (G7)
-        if self.evidence < self.config.min_evidence and all_accepted > margin * plain:
-            # too few rounds to give up on, unless the costs alone decide (G6)
+        if (self.evidence < self.config.min_evidence and all_accepted > margin * plain) or (
+                self.engine.count < _SETTLE):
+            # too few rounds to give up on, unless the costs alone decide (G6); and the costs
+            # decide only once two rounds are timed (one may have paid a one-time cost)
             if not self.plain_measured and not self.calls.fit.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
             self.last = max(best + 1, min(self.config.initial_draft_length, limit))
@@ -628,8 +637,8 @@ class AdaptiveState:
                 before it and the loop between them (what a round really costs the run).
             drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
                 drafted position; the frozen drafter's target call excluded).
-            timed: False when the round paid a one-time cost (a compilation): its engine and
-                drafting times are then left out.
+            timed: False when the round paid a one-time cost (a compilation): its times (target
+                calls, drafting, engine) are then left out; its acceptance still counts.
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
                 chain), 0 for other drafters.
         """
@@ -649,7 +658,8 @@ class AdaptiveState:
         self.long_prior_weight = max(self.long_prior_weight * _LONG_DECAY, 1e-6)
         self.plain_time_since_round = 0.0
 
-    def update_plain(self, n: int, steps: int, call_time: float, burst_time: float) -> None:
+    def update_plain(self, n: int, steps: int, call_time: float, burst_time: float,
+                     timed: bool = True) -> None:
         """Fold in a burst of ``steps`` plain steps of ``n`` chains.
 
         Args:
@@ -657,10 +667,13 @@ class AdaptiveState:
             steps: Plain steps taken (one target call each).
             call_time: Seconds in target calls.
             burst_time: Seconds since the previous update returned (as ``round_time``).
+            timed: False when the burst paid a one-time cost (a compilation): its times are
+                then left out; the chains still moved on.
         """
-        self.calls.add(n, call_time / steps, steps)  # C(n) (G4): the burst's mean call
-        self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2
-        self.plain_measured = True
+        if timed:
+            self.calls.add(n, call_time / steps, steps)  # C(n) (G4): the burst's mean call
+            self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2
+            self.plain_measured = True
         # the chains moved on: the acceptance counts age as over rounds that advance as far (G3)
         fade = self.config.decay ** (steps / self.advance)
         self.hits *= fade

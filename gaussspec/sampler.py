@@ -558,6 +558,7 @@ class _Run:
     def run(self) -> SampleResult:
         self.started, self.elapsed = time.perf_counter(), self.stats.wall_time
         self.mark = self.started  # the end of the adaptive policy's last update
+        self.mark_compilations = compilations()  # numba compilations finished by then
         all_ids = np.arange(self.num_chains)
         while True:
             latest = int(self.t_host.max())  # host mirror of t: no sync
@@ -656,8 +657,9 @@ class _Run:
         if self.bar.bar is not None:
             self.bar.update(n * count)
         self.adaptive.update_plain(n, count, self.stats.target_time - target_before,
-                                   time.perf_counter() - self.mark)
-        self.mark = time.perf_counter()
+                                   time.perf_counter() - self.mark,
+                                   timed=compilations() == self.mark_compilations)
+        self.mark, self.mark_compilations = time.perf_counter(), compilations()
 
     def _fold_stats(self) -> None:
         """Add the rounds' accepted and drafted lengths to ``stats`` (one call for many rounds)."""
@@ -1145,7 +1147,7 @@ class _Run:
         if self.adaptive is not None:
             gamma = self.round_gamma  # chosen by _adaptive_plain
             target_time, draft_time = self.stats.target_time, self.stats.draft_time
-            compiled_before, round_start = compilations(), time.perf_counter()
+            round_start = time.perf_counter()
         if all_chains and latest + gamma < self.num_steps and (
                 self.all_cached or self.drafter.source != "free"):
             lengths, width, shortest = self._full_lengths(gamma), gamma, gamma  # no chain nears K
@@ -1254,6 +1256,8 @@ class _Run:
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
                                  time.perf_counter() - self.mark, drafting_time,
-                                 timed=compilations() == compiled_before,
+                                 timed=compilations() == self.mark_compilations,
                                  frozen_call_time=frozen_call)
-            self.mark = time.perf_counter()  # the next action's time starts here
+            # the next action's time starts here (a compilation from now on leaves it untimed:
+            # the policy's own first decision compiles)
+            self.mark, self.mark_compilations = time.perf_counter(), compilations()

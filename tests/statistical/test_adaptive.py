@@ -94,7 +94,7 @@ class ScriptedState:
     def update(self, *args, timed=True, frozen_call_time=0.0):
         pass
 
-    def update_plain(self, *args):
+    def update_plain(self, *args, timed=True):
         pass
 
 

@@ -1,10 +1,13 @@
 """Unit tests of the adaptive draft length's goodput model (gaussspec/adaptive.py)."""
 
+import attrs
 import numpy as np
 import pytest
+import torch
 
 import gaussspec as gs
-from gaussspec import adaptive
+from gaussspec import adaptive, compiled
+from gaussspec.testing import chains
 
 
 def test_round_counts_match_their_definition():
@@ -118,16 +121,64 @@ def test_policy_tells_latency_from_per_state_cost_before_repeating_a_draft_lengt
     assert state.choose(8, False, 400)[0] == 0  # plain wins on a throughput-bound target
 
 
-def test_a_round_that_compiled_is_not_timed():
-    """A round that paid for a compilation (``timed=False``) prices neither o0 nor d."""
+def test_a_round_or_burst_that_compiled_is_not_timed():
+    """A round that paid for a compilation (``timed=False``) prices neither o0, d nor C(s): a
+    compilation holds the interpreter, so the target call may have waited on it too. Its
+    acceptance counts. A plain burst likewise."""
     state = gs.AdaptiveDraftLength(max_draft_length=8).start(8)
     lengths = np.full(8, 8)
-    state.update(np.arange(8), np.full(8, 8), lengths, 72, 0.002, 0.0016, 8, 0.1, 0.0016,
+    state.update(np.arange(8), np.full(8, 8), lengths, 72, 0.5, 0.0016, 8, 0.6, 0.0016,
                  timed=False)
-    assert state.engine.count == 0 and state.drafting.count == 0
-    assert state.calls.fit.count == 1 and state.rounds == 1  # the call and the acceptance count
+    assert state.engine.count == 0 and state.drafting.count == 0 and state.calls.fit.count == 0
+    assert state.rounds == 1 and state.hits[7] == 8  # the acceptance counts
     feed(state, np.full(8, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, rounds=1)
     np.testing.assert_allclose([state.engine.predict(1, 8), state.drafting.value], [1e-3, 2e-4])
+    assert state.calls.predict(72) == pytest.approx(0.002)
+    state.update_plain(8, 3, 0.9, 1.0, timed=False)
+    assert not state.plain_measured and state.plain_engine.count == 0
+    assert state.calls.predict(8) <= 0.002  # from the timed call alone, not 0.3 s
+    state.update_plain(8, 3, 0.003, 0.0033)
+    assert state.plain_measured and state.calls.predict(8) == pytest.approx(0.001)
+
+
+@attrs.frozen
+class _CompilingPolicy(gs.AdaptiveDraftLength):
+    """Records ``timed``; its first decision stands for a numba compilation (as the policy's
+    own first decision is, in a fresh process)."""
+
+    states: list = attrs.field(factory=list)
+
+    def start(self, num_chains):
+        state = super().start(num_chains)
+        state.timed = []
+        choose, update = state.choose, state.update
+
+        def compiling_choose(n, frozen, remaining):
+            if not state.timed:
+                compiled._CompileCounter.count += 1
+            return choose(n, frozen, remaining)
+
+        def recording_update(*args, timed=True, frozen_call_time=0.0):
+            state.timed.append(timed)
+            update(*args, timed=timed, frozen_call_time=frozen_call_time)
+
+        state.choose, state.update = compiling_choose, recording_update
+        self.states.append(state)
+        return state
+
+
+def test_the_sampler_leaves_a_round_untimed_when_its_decision_compiled():
+    """The round's time runs from the previous update: the decision before the round is in it,
+    so a compilation there leaves the round untimed (one such round priced a one-chain run's
+    rounds at 0.57 s each and sent it to plain steps for good)."""
+    target = chains.OrnsteinUhlenbeckKernel(num_steps=40)
+    policy = _CompilingPolicy(max_draft_length=4)
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(
+        chains.OrnsteinUhlenbeckKernel(num_steps=40, perturbation=0.1)), policy)
+    sampler.sample(torch.zeros(2, *target.event_shape, dtype=torch.float64),
+                   generator=torch.Generator().manual_seed(0))
+    timed = policy.states[0].timed
+    assert timed[0] is False and all(timed[1:]) and len(timed) >= 2
 
 
 def test_a_slow_second_observation_does_not_stay_and_a_fast_one_replaces_a_slow_first():
@@ -175,13 +226,42 @@ def test_one_unlucky_first_round_of_one_chain_does_not_send_the_run_to_plain_ste
     assert state.choose(1, False, 400)[0] == 0  # three: the evidence says plain
 
 
+def test_by_default_four_unlucky_rounds_of_one_chain_are_not_enough_evidence():
+    """The free drafter on one Langevin chain (eight_schools) accepted 1, 0, 3 and 0 drafts in
+    its first rounds, then about 7 of 12 per round for the rest of the run; the default
+    min_evidence keeps drafting until the counts say more."""
+    state = gs.AdaptiveDraftLength(max_draft_length=32).start(1)
+    state.update_plain(1, 2, 0.0006, 0.00062)  # 0.3 ms a plain step
+    for tau in (1, 0, 3, 0):
+        feed(state, np.full(1, tau), 4, call=3.8e-4, draft_step=2e-5, engine=3.6e-4, n=1,
+             rounds=1)
+    plain, steps, seconds = state.rates(1, False)
+    assert (steps / seconds).max() < plain  # the point estimate says plain...
+    assert state.choose(1, False, 4000)[0] >= 4  # ...on four observations: keep drafting
+
+
 def test_plain_steps_win_at_once_when_they_beat_rounds_with_every_draft_accepted():
-    """G6 waits for evidence only while acceptance could decide: here the costs alone do."""
+    """G6 waits for evidence only while acceptance could decide: here the costs alone do, once
+    two rounds are timed (one alone may have paid a one-time cost)."""
     state = gs.AdaptiveDraftLength(max_draft_length=8, min_evidence=4).start(1)
     state.update_plain(1, 2, 0.004, 0.0042)  # one state: 2 ms
     feed(state, np.full(1, 4), 4, call=0.010, draft_step=2e-4, engine=1e-3, n=1, rounds=1)
     assert state.calls.fit.identified  # five states: 10 ms, throughput-bound
-    assert state.evidence == 1 and state.choose(1, False, 400)[0] == 0
+    assert state.choose(1, False, 400) == (4, 0)  # one timed round: not yet
+    feed(state, np.full(1, 4), 4, call=0.010, draft_step=2e-4, engine=1e-3, n=1, rounds=1)
+    assert state.evidence == 2 and state.choose(1, False, 400)[0] == 0
+
+
+def test_one_slow_timed_round_does_not_price_the_run_as_plain_steps():
+    """G6: a first timed round that paid a one-time cost (0.5 s of engine time) prices every
+    round out; the costs decide only once a second round is timed, which replaces it."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8, min_evidence=1).start(1)
+    state.update_plain(1, 2, 0.004, 0.0042)  # one state: 2 ms
+    feed(state, np.full(1, 8), 8, call=0.002, draft_step=2e-4, engine=0.5, n=1, rounds=1)
+    assert state.rates(1, False)[0] > (state._steps / state._seconds).max()  # plain, as priced
+    assert state.choose(1, False, 400)[0] >= 4
+    feed(state, np.full(1, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, n=1, rounds=1)
+    assert state.engine.predict(1, 8) < 0.01 and state.choose(1, False, 400)[0] == 8
 
 
 def test_a_burst_fixed_cost_is_spread_over_a_full_burst_not_charged_to_each_plain_step():
