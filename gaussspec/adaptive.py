@@ -68,6 +68,10 @@ Langevin run accepts nothing in about a quarter of its rounds, and four rounds (
 accepted) sent one eight_schools run to plain steps for 1126 of its 4000 steps. Speculation must beat plain steps by ``plain_margin`` in the model (G7): measured
 costs are a few percent off, and near a tie that error would otherwise pick the loser.
 
+While speculation wins, the rule keeps the last ``g`` unless the best one beats it by
+``switch_margin`` in the model (G8): goodput is flat near its top, and one chain's recent counts
+(about ten rounds) move the modelled top around it.
+
 Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
 whole run keeps the target chain's law.
 """
@@ -95,6 +99,11 @@ def _positive(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
 
 
+def _share(instance, attribute, value):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{attribute.name} must lie in [0, 1), got {value!r}")
+
+
 def _unit(instance, attribute, value):
     if not 0.0 < value < 1.0:
         raise ValueError(f"{attribute.name} must lie in (0, 1), got {value!r}")
@@ -117,6 +126,10 @@ class AdaptiveDraftLength:
             ``initial_draft_length`` (G6). One chain's round is one observation of a skewed
             count (often 0, often every draft): a few unlucky ones must not send a whole run to
             plain steps. Many chains pass it in their first round.
+        switch_margin: The share by which another draft length must beat the last one in the
+            model before the rule switches to it (G8). Goodput is flat near its top, and one
+            chain's recent counts move the modelled top by more than the flat part is wide:
+            switching on such a difference chases the counts' noise.
         plain_margin: The share by which speculation must beat plain steps in the model before
             a round is taken instead of them (G7). The model's times are a few percent off (a
             round's costs are measured, not known), and near a tie those errors would pick
@@ -130,6 +143,7 @@ class AdaptiveDraftLength:
     explore_share: float = attrs.field(default=0.005, validator=_unit)
     min_evidence: int = attrs.field(default=16, validator=_positive)
     plain_margin: float = attrs.field(default=0.03, validator=_unit)
+    switch_margin: float = attrs.field(default=0.02, validator=_share)
 
     def start(self, num_chains: int) -> "AdaptiveState":
         """Fresh per-run state."""
@@ -408,15 +422,24 @@ def _fold_round(hits, at_risk, tau, lengths, decay):
 
 
 @numba.njit(nogil=True)
-def _decide(hits, at_risk, long_counts, pseudo_count, prior_weight, long_prior_weight, sizes,
-            means, used, calls_fit, engine_fit, per_step, plain_engine, n, frozen, limit, blend,
-            survive, long_survive, steps, seconds, call_seconds):
+def _plain_step_time(plain_fit):
+    """``p0``: the engine's time per plain step of a full burst (G2), its fixed cost spread."""
+    return plain_fit[_C1] + plain_fit[_C0] / MAX_PLAIN_BURST
+
+
+@numba.njit(nogil=True)
+def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engine_fit, drafting,
+            plain_fit, survive, long_survive, steps, seconds, call_seconds, pseudo_count,
+            prior_weight, long_prior_weight, n, frozen, limit, blend):
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
 
+    The arguments up to ``call_seconds`` are the state's arrays (:attr:`AdaptiveState._arrays`).
     Returns ``(best, best_rate, plain_rate, all_accepted_rate)``: the best g's index (g - 1) and
     goodput, plain steps' goodput (G2) and the best goodput if every draft were accepted (G6).
     """
-    chains = int(n)
+    chains, used = int(n), used_size[0]
+    per_step = drafting[_VALUE]  # d
+    plain_engine = _plain_step_time(plain_fit)  # p0 (G2)
     plain_call = _table_cost(sizes, means, used, calls_fit, chains)  # C(n) (G4)
     plain = n / max(plain_call + plain_engine, 1e-12)  # G2 (p0: per step of a full burst)
     for g in range(1, limit + 1):
@@ -442,13 +465,16 @@ def _decide(hits, at_risk, long_counts, pseudo_count, prior_weight, long_prior_w
 
 
 @numba.njit(nogil=True)
-def _update_round(hits, at_risk, long_counts, tau, lengths, decay, sizes, means, used, calls_fit,
-                  calls_decay, drafting, drafting_decay, engine_fit, engine_decay, call_states,
-                  call_time, frozen_time, drafting_time, draft_steps, round_time, timed):
+def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
+                  decay, cost_decay, tau, lengths, call_states, call_time, frozen_time,
+                  drafting_time, draft_steps, round_time, timed):
     """One speculative round folded into the counts (G3) and the cost estimates (G4).
 
-    Returns the round's mean advance per chain, ``1 + mean(tau)`` chain-steps.
+    The arguments up to ``drafting`` are the state's arrays (:attr:`AdaptiveState._arrays`);
+    ``cost_decay`` is every cost estimate's. Returns the round's mean advance per chain,
+    ``1 + mean(tau)`` chain-steps.
     """
+    calls_decay = drafting_decay = engine_decay = cost_decay
     _fold_round(hits, at_risk, tau, lengths, decay)  # G3
     _fold_round(long_counts[0], long_counts[1], tau, lengths, _LONG_DECAY)  # G3, long memory
     if timed:  # a compilation holds the interpreter: the round's target calls waited on it too
@@ -552,6 +578,11 @@ class AdaptiveState:
         self.last = min(config.initial_draft_length, size)
         self._survive, self._steps, self._seconds = np.empty(size), np.empty(size), np.empty(size)
         self._call_seconds, self._long_survive = np.empty(size), np.empty(size)
+        # the compiled updates' state arrays, in their argument order (updated in place)
+        self._arrays = (self.hits, self.at_risk, self.long_counts, self.calls.sizes,
+                        self.calls.means, self.calls.used, self.calls.fit.state,
+                        self.engine.state, self.drafting.state, self.plain_engine.state)
+        self._decay, self._cost_decay = config.decay, config.cost_decay
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -565,12 +596,10 @@ class AdaptiveState:
     def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
         """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
         calls = self.calls
-        return _decide(self.hits, self.at_risk, self.long_counts, self.pseudo_count,
-                       self.prior_weight, self.long_prior_weight, calls.sizes, calls.means,
-                       int(calls.used[0]), calls.fit.state, self.engine.state,
-                       self.drafting.state[_VALUE], self._plain_step_engine(), float(n),
-                       bool(frozen), limit, self.plain_time_since_round > 0.0, self._survive,
-                       self._long_survive, self._steps, self._seconds, self._call_seconds)
+        return _decide(*self._arrays, self._survive, self._long_survive, self._steps,
+                       self._seconds, self._call_seconds, self.pseudo_count, self.prior_weight,
+                       self.long_prior_weight, float(n), bool(frozen), limit,
+                       self.plain_time_since_round > 0.0)
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
@@ -598,8 +627,12 @@ class AdaptiveState:
         if best_rate > margin * plain:
             if not self.plain_measured and not self.calls.fit.identified:
                 return 0, 1  # every call had one size: a plain step tells latency from per-state
-            self.last = best + 1
-            return best + 1, 0
+            g, last = best + 1, self.last
+            if last != g and 1 <= last <= limit and self._steps[last - 1] / self._seconds[
+                    last - 1] * (1.0 + self.config.switch_margin) >= best_rate:
+                g = last  # within switch_margin of the best: keep the draft length (G8)
+            self.last = g
+            return g, 0
         if not self.plain_measured or not self.calls.settled(n):
             return 0, 2  # plain priced optimistically (p0 = 0, C(n) as predicted) wins: measure it
         # plain wins: explore at the best g once the plain time pays for its loss (G5), a round
@@ -616,8 +649,7 @@ class AdaptiveState:
 
     def _plain_step_engine(self) -> float:
         """``p0``: the engine's time per plain step of a full burst (G2), its fixed cost spread."""
-        per_burst, per_step = self.plain_engine.coefficients
-        return per_step + per_burst / MAX_PLAIN_BURST
+        return float(_plain_step_time(self.plain_engine.state))
 
     # -- measurements ------------------------------------------------------------------------
 
@@ -642,12 +674,9 @@ class AdaptiveState:
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
                 chain), 0 for other drafters.
         """
-        calls = self.calls
         advance = _update_round(
-            self.hits, self.at_risk, self.long_counts, np.asarray(tau, dtype=np.int64),
-            np.asarray(lengths, dtype=np.int64), self.config.decay, calls.sizes, calls.means,
-            calls.used, calls.fit.state, calls.decay, self.drafting.state, self.drafting.decay,
-            self.engine.state, self.engine.decay, int(call_states), float(call_time),
+            *self._arrays[:9], self._decay, self._cost_decay, np.asarray(tau, dtype=np.int64),
+            np.asarray(lengths, dtype=np.int64), int(call_states), float(call_time),
             float(frozen_call_time), float(drafting_time), float(draft_steps), float(round_time),
             bool(timed))  # G3, G4
         self.advance = advance if self.rounds == 0 else (

@@ -844,8 +844,7 @@ class _Run:
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
 
         Every round draws the next round's noise (its own draft length of positions for each of
-        its chains; an adaptive round two more, up to its maximum) in the background while its
-        target call runs; chains that finished or draft fewer positions leave draws unused, which
+        its chains) in the background while its target call runs; chains that finished or draft fewer positions leave draws unused, which
         keeps the draws independent of everything they are combined with. The first round draws
         in the foreground, and so does an adaptive round for the positions beyond the previous
         round's length.
@@ -1168,11 +1167,10 @@ class _Run:
         # --- drafting, ONE batched target call, verification ----------------------------------
         path, draft_means, noises, steps, grid_covariance = self._draft(
             x0, t0_host, memory0, stale, lengths, width, shortest, chains_np)
-        next_width = gamma  # the next round's draft noise
+        next_width = gamma  # the next round's draft noise (an adaptive rule mostly keeps g)
         if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
-            next_width = min(gamma + 2, self.gamma)  # room to draft 2 further (self.gamma: max)
         inputs = None
         if self.fused_verification:  # L = std I on CPU: prepared while the caches are warm
             inputs = self._compiled_inputs(grid_covariance, path, noises, steps, lengths)

@@ -301,6 +301,9 @@ def test_settings_are_validated():
         gs.AdaptiveDraftLength(min_evidence=0)
     with pytest.raises(ValueError, match="plain_margin"):
         gs.AdaptiveDraftLength(plain_margin=0.0)
+    with pytest.raises(ValueError, match=r"switch_margin must lie in \[0, 1\)"):
+        gs.AdaptiveDraftLength(switch_margin=-0.01)
+    assert gs.AdaptiveDraftLength(switch_margin=0.0).switch_margin == 0.0  # 0: always switch
 
 
 def test_call_costs_interpolate_settled_sizes_and_extend_them_with_the_fit_slope():
@@ -391,3 +394,23 @@ def test_after_plain_steps_the_recent_counts_give_way_to_the_runs_long_memory():
         state.update_plain(1, burst, 0.001 * burst, 0.00105 * burst)
         plain_steps += burst
     assert g > 0 and 0 < plain_steps <= 200  # G5 alone would wait ~1000 plain steps
+
+
+def test_the_rule_keeps_its_draft_length_unless_another_is_switch_margin_ahead():
+    """G8: near the flat top of the goodput curve the last g stays; a clear gain switches."""
+    state = gs.AdaptiveDraftLength(max_draft_length=16, switch_margin=0.02).start(8)
+    tau = np.array([8, 8, 8, 8, 4, 4, 2, 0])
+    feed(state, tau, 8, call=0.002, draft_step=2e-4, engine=1e-3)
+    state.update_plain(8, 4, 0.008, 0.0084)
+    plain, steps, seconds = state.rates(8, False)
+    rate = steps / seconds
+    best = int(np.argmax(rate)) + 1
+    ratio = rate / rate.max()
+    near = [g for g in range(1, 17) if g != best and ratio[g - 1] > 1 / 1.02]
+    far = [g for g in range(1, 17) if ratio[g - 1] < 1 / 1.02 and rate[g - 1] > 1.05 * plain]
+    assert near and far and rate.max() > 1.05 * plain
+    state.last = near[0]
+    assert state.choose(8, False, 400) == (near[0], 0)  # within 2% of the best: kept
+    state.last = far[0]
+    assert state.choose(8, False, 400) == (best, 0)  # more than 2% behind: switched
+    assert state.choose(8, False, 400) == (best, 0)
