@@ -65,8 +65,9 @@ decide, and only once two rounds are timed); until then each round drafts at lea
 unlucky rounds (or one slow first round) would otherwise price plain steps faster and leave
 speculation to the exploration budget for the rest of the run: the free drafter on a one-chain
 Langevin run accepts nothing in about a quarter of its rounds, and four rounds (1, 0, 3 and 0
-accepted) sent one eight_schools run to plain steps for 1126 of its 4000 steps. Speculation must beat plain steps by ``plain_margin`` in the model (G7): measured
-costs are a few percent off, and near a tie that error would otherwise pick the loser.
+accepted) sent one eight_schools run to plain steps for 1126 of its 4000 steps. Speculation
+must beat plain steps by ``plain_margin`` in the model (G7): measured costs are a few percent
+off, and near a tie that error would otherwise pick the loser.
 
 While speculation wins, the rule keeps the last ``g`` unless the best one beats it by
 ``switch_margin`` in the model (G8): goodput is flat near its top, and one chain's recent counts

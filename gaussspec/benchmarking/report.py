@@ -148,7 +148,8 @@ def write_result(result: SuiteResult, out_dir: Path, figures_dir: Path | None = 
     if figures_dir is not None:
         figures_dir.mkdir(parents=True, exist_ok=True)
         for name, _ in result.figures:
-            shutil.copyfile(out_dir / name, figures_dir / name)
+            if (figures_dir / name).resolve() != (out_dir / name).resolve():  # one folder: done
+                shutil.copyfile(out_dir / name, figures_dir / name)
             copied.append(str(figures_dir / name))
     document = {
         "suite": result.suite,

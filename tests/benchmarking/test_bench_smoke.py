@@ -83,3 +83,17 @@ def test_replace_doc_section_touches_only_its_section(tmp_path):
     assert doc.read_text() == "# Benchmarks\n\n## A\nnew a\n## B\nkeep b\n"
     replace_doc_section(doc, "## C", "## C\nc\n")
     assert doc.read_text().endswith("## B\nkeep b\n\n## C\nc\n")
+
+
+def test_figures_folder_may_be_the_results_folder(tmp_path):
+    """``--figures-dir`` equal to ``--out``: the figures are already there (no copy onto
+    themselves, which raised SameFileError after the whole suite had run)."""
+    from gaussspec.benchmarking.report import SuiteResult, new_figure, save_figure, write_result
+
+    figure, axes = new_figure(1)
+    axes[0].plot([0, 1], [0, 1])
+    result = SuiteResult("tiny", {"command": "test"})
+    result.figures.append((save_figure(figure, tmp_path, "tiny.png"), "a line"))
+    document = write_result(result, tmp_path, figures_dir=tmp_path)
+    assert (tmp_path / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "tiny.json").exists() and document["figures"] == ["tiny.png"]
