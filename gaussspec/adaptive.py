@@ -50,11 +50,13 @@ a tight loop. All the quantities are measured online:
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
   rounds have).
 
-Engine times are measured robustly: a round during which numba compiled code is not timed (its
-target calls neither: a compilation holds the interpreter, and a call that overlapped one has
-priced a 33-state call at a second and a whole run as plain steps), the
-first two observations of ``d`` count as their smallest (an observation of a fitted engine time
-below a third of the first one's replaces it) and later ones at most three times the prediction.
+Engine times are measured robustly: a round (or burst) during which numba compiled code is not
+timed, its target calls included (a compilation holds the interpreter, so calls around it wait
+too). Its time runs from the previous update, so a compilation in the decision before it counts:
+in a fresh process the policy's first decision compiles its own code, and those 0.57 s booked as
+one round's engine time had priced every round out of a one-chain run. The first two
+observations of ``d`` count as their smallest (an observation of a fitted engine time below a
+third of the first one's replaces it) and later ones at most three times the prediction.
 
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
@@ -596,7 +598,6 @@ class AdaptiveState:
 
     def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
         """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
-        calls = self.calls
         return _decide(*self._arrays, self._survive, self._long_survive, self._steps,
                        self._seconds, self._call_seconds, self.pseudo_count, self.prior_weight,
                        self.long_prior_weight, float(n), bool(frozen), limit,
