@@ -1,0 +1,174 @@
+"""Decision replay of the adaptive draft length: its choices priced without timing noise.
+
+One Langevin chain's wall-clock spreads 10-40% from run to run on shared cores, and its block
+efficiency 3-6% (the path differs from run to run, and between the contenders of one repeat), so
+a few repeats cannot tell a policy change worth 2% from noise. This script prices every run by
+one cost model instead of its own clock: a round of draft length g costs ``A + B g`` and a plain
+step ``P``, with A, B and P fitted to fixed-length and plain runs of the same process (medians of
+three runs each). Many seeds then compare what the adaptive rule chose (its draft lengths and
+plain steps, given the acceptance its chain met) against each fixed draft length. The rule
+itself still runs on measured times, as in real use; what the replay leaves out is the engine's
+cost beyond the fitted line and the clock's noise.
+
+Reported, per contender: the mean modelled time over the seeds, its standard error, and the
+change against the best fixed length and against plain steps. Writes JSON and a markdown table.
+
+Run (variants are ``AdaptiveDraftLength`` settings, ``""`` for the defaults):
+
+    OMP_NUM_THREADS=1 python benchmarks/adaptive_replay.py eight_schools free --seeds 12 \\
+        --fixed 12 16 --variant "" --variant switch_margin=0.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import attrs  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import gaussspec as gs  # noqa: E402
+from gaussspec.benchmarking import harness  # noqa: E402
+from gaussspec.benchmarking.adapter_suites import load_bench_module  # noqa: E402
+from gaussspec.benchmarking.report import Column, markdown_table  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@attrs.frozen
+class RecordingPolicy(gs.AdaptiveDraftLength):
+    """An :class:`~gaussspec.AdaptiveDraftLength` whose runs log ``(kind, g or plain steps)``."""
+
+    log: list = attrs.field(factory=list, eq=False)
+
+    def start(self, num_chains):
+        state = super().start(num_chains)
+        update, update_plain = state.update, state.update_plain
+
+        def recording_update(chains, tau, lengths, *args, timed=True, frozen_call_time=0.0):
+            self.log.append(("round", int(np.max(lengths))))
+            update(chains, tau, lengths, *args, timed=timed, frozen_call_time=frozen_call_time)
+
+        def recording_update_plain(n, steps, *args, timed=True):
+            self.log.append(("plain", int(steps)))
+            update_plain(n, steps, *args, timed=timed)
+
+        state.update, state.update_plain = recording_update, recording_update_plain
+        return state
+
+
+def parse_variant(text: str) -> dict:
+    """``"decay=0.97,switch_margin=0.0"`` -> keyword arguments of AdaptiveDraftLength."""
+    settings = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        if key not in attrs.fields_dict(gs.AdaptiveDraftLength):
+            raise SystemExit(f"unknown AdaptiveDraftLength setting {key!r} in {text!r}")
+        settings[key] = ast.literal_eval(value)
+    return settings
+
+
+def fit_costs(setup, drafter, fixed: list[int]) -> tuple[float, float, float]:
+    """``(A, B, P)``: seconds of a round ``A + B g`` and of a plain step, from timed runs."""
+    lengths, per_round = [], []
+    for g in fixed:
+        contender = harness.speculative(setup.target, drafter, g)
+        harness._run_once(contender, setup.target, setup.x0, 7)  # warm-up
+        runs = [harness._run_once(contender, setup.target, setup.x0, 7 + r) for r in range(3)]
+        lengths.append(g)
+        per_round.append(statistics.median(wall / stats.rounds for stats, wall, _ in runs))
+    if len(set(lengths)) > 1:
+        slope, intercept = np.polyfit(lengths, per_round, 1)  # A + B g
+    else:
+        slope, intercept = 0.0, per_round[0]
+    plain = harness.plain()
+    harness._run_once(plain, setup.target, setup.x0, 7)
+    steps = setup.target.num_steps
+    plain_step = statistics.median(
+        harness._run_once(plain, setup.target, setup.x0, 7 + r)[1] for r in range(3)) / steps
+    return float(intercept), float(slope), float(plain_step)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("posterior", help="a posterior name (prefix) of the Langevin adapter")
+    parser.add_argument("drafter", choices=["free", "frozen", "laplace"])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--fixed", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--max-draft-length", type=int, default=32)
+    parser.add_argument("--variant", action="append", default=None,
+                        help='AdaptiveDraftLength settings, e.g. "decay=0.97" ("" = defaults)')
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    variants = args.variant if args.variant is not None else [""]
+
+    bench = load_bench_module("langevin")
+    names = [n for n in bench.langevin.posterior_names() if n.startswith(args.posterior)]
+    if not names:
+        raise SystemExit(f"no posterior starts with {args.posterior!r}")
+    setup = bench._Setup(names[0], args.steps, 1)
+    drafter = bench.make_drafter(args.drafter, setup.target, setup.post, setup.fit)
+    a, b, p = fit_costs(setup, drafter, args.fixed)
+
+    def modelled(log):  # the cost model on a run's actions
+        return sum(a + b * size if kind == "round" else p * size for kind, size in log)
+
+    times = {f"fixed g={g}": [] for g in args.fixed}
+    policies = {}
+    for text in variants:
+        policy = RecordingPolicy(**{"max_draft_length": args.max_draft_length,
+                                    **parse_variant(text)})
+        sampler = gs.SpeculativeSampler(setup.target, drafter, policy, "block")
+        policies[f"adaptive {text or 'defaults'}"] = (policy, harness.Contender("a", sampler, {}))
+        harness._run_once(policies[f"adaptive {text or 'defaults'}"][1], setup.target, setup.x0,
+                          5)  # warm-up: the policy's compilation
+        times[f"adaptive {text or 'defaults'}"] = []
+    fixed = {g: harness.speculative(setup.target, drafter, g) for g in args.fixed}
+    for seed in range(1000, 1000 + args.seeds):
+        for g, contender in fixed.items():
+            stats = harness._run_once(contender, setup.target, setup.x0, seed)[0]
+            times[f"fixed g={g}"].append(stats.rounds * (a + b * g))
+        for label, (policy, contender) in policies.items():
+            policy.log.clear()
+            harness._run_once(contender, setup.target, setup.x0, seed)
+            times[label].append(modelled(policy.log))
+
+    plain_time = p * args.steps
+    best = min(statistics.mean(v) for k, v in times.items() if k.startswith("fixed"))
+    rows = []
+    for label, values in times.items():
+        mean = statistics.mean(values)
+        error = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else math.nan
+        rows.append({"contender": label, "modelled_ms": mean * 1e3, "standard_error": error / mean,
+                     "vs_best_fixed": mean / best - 1, "vs_plain": mean / plain_time - 1,
+                     "runs_s": values})
+    columns = [Column("contender", "contender"), Column("modelled ms", "modelled_ms", "{:.1f}"),
+               Column("s.e.", "standard_error", "{:.1%}"),
+               Column("vs best fixed", "vs_best_fixed", "{:+.1%}"),
+               Column("vs plain", "vs_plain", "{:+.1%}")]
+    table = markdown_table(columns, rows)
+    head = (f"Decision replay, {names[0]}, {args.drafter} drafter, {args.steps} steps, "
+            f"{args.seeds} seeds; round {a * 1e3:.3f} + {b * 1e3:.4f} g ms, plain step "
+            f"{p * 1e3:.4f} ms (fitted to this process's fixed-length and plain runs).")
+    print(head + "\n\n" + table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"adaptive_replay_{names[0]}_{args.drafter}"
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"posterior": names[0], "drafter": args.drafter, "steps": args.steps,
+         "seeds": args.seeds, "round_intercept_s": a, "round_per_position_s": b,
+         "plain_step_s": p, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(head + "\n\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
