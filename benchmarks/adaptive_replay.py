@@ -125,13 +125,13 @@ def main() -> None:
     times = {f"fixed g={g}": [] for g in args.fixed}
     policies = {}
     for text in variants:
+        label = f"adaptive {text or 'defaults'}"
         policy = RecordingPolicy(**{"max_draft_length": args.max_draft_length,
                                     **parse_variant(text)})
-        sampler = gs.SpeculativeSampler(setup.target, drafter, policy, "block")
-        policies[f"adaptive {text or 'defaults'}"] = (policy, harness.Contender("a", sampler, {}))
-        harness._run_once(policies[f"adaptive {text or 'defaults'}"][1], setup.target, setup.x0,
-                          5)  # warm-up: the policy's compilation
-        times[f"adaptive {text or 'defaults'}"] = []
+        contender = harness.Contender(label, gs.SpeculativeSampler(
+            setup.target, drafter, policy, "block"), {})
+        harness._run_once(contender, setup.target, setup.x0, 5)  # warm-up: its compilation
+        policies[label], times[label] = (policy, contender), []
     fixed = {g: harness.speculative(setup.target, drafter, g) for g in args.fixed}
     for seed in range(1000, 1000 + args.seeds):
         for g, contender in fixed.items():

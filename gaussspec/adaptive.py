@@ -482,21 +482,20 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
     ``cost_decay`` is every cost estimate's. Returns the round's mean advance per chain,
     ``1 + mean(tau)`` chain-steps.
     """
-    calls_decay = drafting_decay = engine_decay = cost_decay
     _fold_round(hits, at_risk, tau, lengths, decay)  # G3
     _fold_round(long_counts[0], long_counts[1], tau, lengths, _LONG_DECAY)  # G3, long memory
     if timed:  # a compilation holds the interpreter: the round's target calls waited on it too
         if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
-            _calls_add(sizes, means, used, calls_fit, calls_decay, tau.shape[0], frozen_time,
+            _calls_add(sizes, means, used, calls_fit, cost_decay, tau.shape[0], frozen_time,
                        1)  # C(n) (G4)
         if call_states > 0:
             verify_time = call_time - frozen_time
-            _calls_add(sizes, means, used, calls_fit, calls_decay, call_states, verify_time,
+            _calls_add(sizes, means, used, calls_fit, cost_decay, call_states, verify_time,
                        1)  # C(s) (G4)
         if draft_steps > 0:
-            _mean_add(drafting, drafting_decay, drafting_time / draft_steps)  # d
+            _mean_add(drafting, cost_decay, drafting_time / draft_steps)  # d
         rest = max(round_time - call_time - drafting_time, 0.0)
-        _fit_add(engine_fit, engine_decay, 1.0, draft_steps, rest)  # o0 + o1 g (G4)
+        _fit_add(engine_fit, cost_decay, 1.0, draft_steps, rest)  # o0 + o1 g (G4)
     accepted = 0.0
     for row in range(tau.shape[0]):
         accepted += tau[row]
@@ -581,7 +580,6 @@ class AdaptiveState:
         self.evidence = 0  # chain-rounds of speculation so far, not decayed (G6)
         self.prior_weight = 1.0  # pseudo-counts of the prior q_1 = 1/2, decayed with the counts
         self.advance = 1.0  # chain-steps a chain-round advances, averaged as the counts decay
-        self.frozen = False
         self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
         self.last = min(config.initial_draft_length, size)
         self._survive, self._steps, self._seconds = np.empty(size), np.empty(size), np.empty(size)
@@ -590,7 +588,6 @@ class AdaptiveState:
         self._arrays = (self.hits, self.at_risk, self.long_counts, self.calls.sizes,
                         self.calls.means, self.calls.used, self.calls.fit.state,
                         self.engine.state, self.drafting.state, self.plain_engine.state)
-        self._decay, self._cost_decay = config.decay, config.cost_decay
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -615,7 +612,6 @@ class AdaptiveState:
             ``(g, burst)``: a speculative round with draft length ``g >= 1``, or ``g = 0`` and
             ``burst`` plain steps.
         """
-        self.frozen = frozen
         limit = min(self.config.max_draft_length, remaining - 1)  # tau + 1 <= remaining
         if limit < 1:
             return 0, 1
@@ -683,10 +679,10 @@ class AdaptiveState:
                 chain), 0 for other drafters.
         """
         advance = _update_round(
-            *self._arrays[:9], self._decay, self._cost_decay, np.asarray(tau, dtype=np.int64),
-            np.asarray(lengths, dtype=np.int64), int(call_states), float(call_time),
-            float(frozen_call_time), float(drafting_time), float(draft_steps), float(round_time),
-            bool(timed))  # G3, G4
+            *self._arrays[:9], self.config.decay, self.config.cost_decay,
+            np.asarray(tau, dtype=np.int64), np.asarray(lengths, dtype=np.int64),
+            int(call_states), float(call_time), float(frozen_call_time), float(drafting_time),
+            float(draft_steps), float(round_time), bool(timed))  # G3, G4
         self.advance = advance if self.rounds == 0 else (
             self.advance + (1.0 - self.config.decay) * (advance - self.advance))
         self.rounds += 1
