@@ -23,8 +23,11 @@ a tight loop. All the quantities are measured online:
 
 * ``S_i = prod_{j<=i} q_j`` with the conditional acceptances ``q_j = P(tau >= j | tau >= j - 1)``
   estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
-  drafted lately fall back on the previous position's ``q`` through a pseudo-count, and ``q_1``
-  on a prior 1/2 whose one pseudo-count decays with the counts (a prior that stayed would cap
+  drafted lately fall back through a pseudo-count on the previous position's ``q`` or, when
+  higher, on the positions before them pooled (optimism where the counts are censored: a rejection
+  at a rarely drafted position would otherwise price every longer draft low, and the rule would
+  never draft there again to learn otherwise; one chain of kidiq sat at g = 10-14 for a whole run
+  where 32 is best). ``q_1`` falls back on a prior 1/2 whose one pseudo-count decays with the counts (a prior that stayed would cap
   one chain's ``q_1`` at 0.95). The counts decay by ``decay`` per speculative round and, during
   plain steps, as much per the chain-steps a round advances on average: acceptance depends on
   where the chain is, and a chain that ran plain steps for a while has moved away from the
@@ -391,8 +394,13 @@ class DecayedFit:
 def _survival_into(hits, at_risk, pseudo_count, prior_weight, out):
     """Fill ``out[:G]`` with ``S_1..S_G`` (G3); see :func:`survival`."""
     q, product, k = _PRIOR_ACCEPTANCE, 1.0, prior_weight  # q_1: pseudo-counts of the prior
+    pooled_hits, pooled_at_risk = prior_weight * _PRIOR_ACCEPTANCE, prior_weight
     for j in range(out.shape[0]):
-        q = (hits[j] + k * q) / (at_risk[j] + k)  # q_j, shrunk towards q_{j-1} (G3)
+        if j > 0:  # r_j: q_{j-1}, or the positions before pooled if higher (G3)
+            q = max(q, pooled_hits / pooled_at_risk)
+        q = (hits[j] + k * q) / (at_risk[j] + k)  # q_j, shrunk towards r_j (G3)
+        pooled_hits += hits[j]
+        pooled_at_risk += at_risk[j]
         k = pseudo_count
         product *= q  # S_j = prod_{i<=j} q_i (G3)
         out[j] = product
@@ -454,7 +462,7 @@ def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engi
         call_seconds[g - 1] = _table_cost(sizes, means, used, calls_fit, chains * (g + 1))
         if frozen:
             call_seconds[g - 1] += plain_call  # the frozen drafter's call at the round's start
-    _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3, recent rounds
+    _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3
     if blend:  # after plain steps: the run's long memory too
         _survival_into(long_counts[0], long_counts[1], pseudo_count, long_prior_weight,
                        long_survive)  # G3
@@ -506,10 +514,12 @@ def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float,
              prior_weight: float = 1.0) -> np.ndarray:
     """``S_i = P(tau >= i)``, i = 1..G, from decayed counts (G3).
 
-    ``q_j = (hits_j + k q_{j-1}) / (at_risk_j + k)``: the Kaplan-Meier conditional acceptance,
-    shrunk towards the previous position's by ``k`` pseudo-counts (so positions not drafted lately
-    extrapolate the last measured one), and ``S_i = prod_{j<=i} q_j``; ``q_1`` is shrunk towards
-    1/2 by ``prior_weight`` pseudo-counts.
+    ``q_j = (hits_j + k r_j) / (at_risk_j + k)``: the Kaplan-Meier conditional acceptance,
+    shrunk by ``k`` pseudo-counts towards ``r_j = max(q_{j-1}, sum_{i<j} hits_i / sum_{i<j}
+    at_risk_i)``, the previous position's or, when higher, the earlier positions' pooled (so a
+    position not drafted lately extrapolates the measured ones, and one rejection at a rarely
+    drafted position does not sink every position beyond it), and ``S_i = prod_{j<=i} q_j``;
+    ``q_1`` is shrunk towards 1/2 by ``prior_weight`` pseudo-counts (which count in the pool too).
 
     Args:
         hits: ``[j-1]`` = decayed count of chain-rounds that accepted position j.

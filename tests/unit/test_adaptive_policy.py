@@ -31,6 +31,24 @@ def test_survival_is_kaplan_meier_and_extrapolates_untried_positions():
     assert adaptive.survival(np.zeros(2), np.zeros(2), 8.0)[0] == 0.5  # the prior
 
 
+def test_a_rejection_at_a_rarely_drafted_position_does_not_sink_the_positions_beyond():
+    """G3: a position past those drafted lately is shrunk towards the positions before it pooled
+    when that is higher than the last one's q. One chain that drafted position 9 once and saw it
+    rejected must not price every longer draft as hopeless: it would never draft there again to
+    learn otherwise (a one-chain kidiq run sat at g = 10-14 for 4000 steps where 32 is best)."""
+    q = 0.96
+    reach = 40 * q ** np.arange(8)  # positions 1..8 drafted by 40 chain-rounds
+    hits = np.array([*(reach * q), *np.zeros(8)])
+    at_risk = np.array([*reach, 0.5, *np.zeros(7)])  # position 9: drafted once (decayed), rejected
+    survive = adaptive.survival(hits, at_risk, pseudo_count=1.0)
+    assert survive[8] / survive[7] < 0.7  # q_9 follows its one rejection
+    np.testing.assert_allclose(survive[9:] / survive[8:-1], q, rtol=0.02)  # q_10..16: pooled
+    decreasing = np.array([0.9, 0.8, 0.7])  # measured well: each position keeps its own q
+    reach = 10000 * np.cumprod([1.0, *decreasing[:-1]])
+    survive = adaptive.survival(reach * decreasing, reach, pseudo_count=1.0)
+    np.testing.assert_allclose(survive, np.cumprod(decreasing), rtol=1e-3)
+
+
 def test_the_prior_on_the_first_acceptance_fades_with_its_weight():
     hits, at_risk = np.array([10.0]), np.array([10.0])  # one chain, every round accepted
     assert adaptive.survival(hits, at_risk, 1.0)[0] == pytest.approx(10.5 / 11)  # capped
