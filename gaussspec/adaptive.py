@@ -289,6 +289,20 @@ def _table_cost(sizes, means, used, fit, size):
     return cost
 
 
+@numba.njit(nogil=True)
+def _identified(fit):
+    """:attr:`DecayedFit.identified` on its state array."""
+    uu, uv, vv = fit[_UU], fit[_UV], fit[_VV]
+    return uu * vv - uv * uv > 1e-9 * uu * vv
+
+
+@numba.njit(nogil=True)
+def _settled(sizes, means, used, size):
+    """:meth:`CallCosts.settled` on its arrays."""
+    i = _table_index(sizes, used, size)
+    return i < used and sizes[i] == size and means[i, _COUNT] >= _SETTLE
+
+
 class CallCosts:
     """A target call's seconds by its number of states, ``C(s)`` (G4).
 
@@ -318,9 +332,7 @@ class CallCosts:
 
     def settled(self, size: int) -> bool:
         """Whether calls of ``size`` states have been measured at least twice."""
-        used = int(self.used[0])
-        i = _table_index(self.sizes, used, int(size))
-        return i < used and self.sizes[i] == size and self.means[i, _COUNT] >= _SETTLE
+        return bool(_settled(self.sizes, self.means, int(self.used[0]), int(size)))
 
     def predict(self, size: int) -> float:
         """``C(size)`` in seconds."""
@@ -374,8 +386,7 @@ class DecayedFit:
     @property
     def identified(self) -> bool:
         """Whether the observations tell the two features apart (not all at one ratio)."""
-        uu, uv, vv = self.state[_UU], self.state[_UV], self.state[_VV]
-        return bool(uu * vv - uv * uv > 1e-9 * uu * vv)
+        return bool(_identified(self.state))
 
     def predict(self, u: float, v: float) -> float:
         """``c0 u + c1 v``."""
@@ -563,6 +574,98 @@ def goodput(survive, n: int, a: float, b: float, o0: float, per_position: float,
     return steps, seconds
 
 
+# The state's scalars (one array, updated in place by the compiled decision and update) and the
+# settings they are read with.
+(_ROUNDS, _EVIDENCE, _PRIOR_WEIGHT, _LONG_PRIOR_WEIGHT, _ADVANCE, _PLAIN_TIME, _LAST,
+ _PLAIN_MEASURED) = range(8)
+(_MAX_DRAFT, _INITIAL_DRAFT, _DECAY, _COST_DECAY, _EXPLORE_SHARE, _MIN_EVIDENCE, _PLAIN_MARGIN,
+ _SWITCH_MARGIN, _PSEUDO_COUNT) = range(9)
+
+
+@numba.njit(nogil=True)
+def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
+            plain_fit, work, scalars, params, n, frozen, remaining):
+    """:meth:`AdaptiveState.choose`: ``(g, burst)``, updating ``scalars`` in place.
+
+    ``work`` holds the decision's buffers (survival, long survival, steps, seconds, call seconds
+    by g), ``scalars`` and ``params`` the state's scalars and settings (``_ROUNDS``...,
+    ``_MAX_DRAFT``...).
+    """
+    limit = min(int(params[_MAX_DRAFT]), remaining - 1)  # tau + 1 <= remaining
+    if limit < 1:
+        return 0, 1
+    if scalars[_ROUNDS] == 0.0:
+        return min(int(scalars[_LAST]), limit), 0
+    steps, seconds = work[2], work[3]
+    best, best_rate, plain, all_accepted = _decide(
+        hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
+        plain_fit, work[0], work[1], steps, seconds, work[4], params[_PSEUDO_COUNT],
+        scalars[_PRIOR_WEIGHT], scalars[_LONG_PRIOR_WEIGHT], float(n), frozen, limit,
+        scalars[_PLAIN_TIME] > 0.0)
+    margin = 1.0 + params[_PLAIN_MARGIN]  # speculation must win by this much (G7)
+    # every call had one size: a plain step tells latency from per-state cost
+    unpriced = scalars[_PLAIN_MEASURED] == 0.0 and not _identified(calls_fit)
+    if (scalars[_EVIDENCE] < params[_MIN_EVIDENCE] and all_accepted > margin * plain) or (
+            engine_fit[_FIT_COUNT] < _SETTLE):
+        # too few rounds to give up on, unless the costs alone decide (G6); and the costs
+        # decide only once two rounds are timed (one may have paid a one-time cost)
+        if unpriced:
+            return 0, 1
+        g = max(best + 1, min(int(params[_INITIAL_DRAFT]), limit))
+        scalars[_LAST] = g
+        return g, 0
+    if best_rate > margin * plain:
+        if unpriced:
+            return 0, 1
+        g, last = best + 1, int(scalars[_LAST])
+        keep = 1.0 + params[_SWITCH_MARGIN] / math.sqrt(n)  # the counts' noise (G8)
+        if last != g and 1 <= last <= limit and steps[last - 1] / seconds[last - 1] * keep >= (
+                best_rate):
+            g = last  # within the margin of the best: keep the draft length (G8)
+        scalars[_LAST] = g
+        return g, 0
+    if scalars[_PLAIN_MEASURED] == 0.0 or not _settled(sizes, means, used[0], n):
+        return 0, 2  # plain priced optimistically (p0 = 0, C(n) as predicted) wins: measure it
+    # plain wins: explore at the best g once the plain time pays for its loss (G5), a round
+    # counted as losing at least the margin's share of its time (G7)
+    round_seconds = seconds[best]
+    loss = max(round_seconds - steps[best] / plain, params[_PLAIN_MARGIN] * round_seconds)
+    share = params[_EXPLORE_SHARE]
+    if share * scalars[_PLAIN_TIME] >= loss:
+        scalars[_LAST] = best + 1
+        return best + 1, 0
+    wanted = loss / share - scalars[_PLAIN_TIME]
+    burst = math.ceil(wanted * plain / n)  # plain steps until the budget is met
+    return 0, int(min(max(burst, 1), MAX_PLAIN_BURST))
+
+
+@numba.njit(nogil=True)
+def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
+            scalars, params, tau, lengths, call_states, call_time, frozen_time, drafting_time,
+            draft_steps, round_time, timed):
+    """:meth:`AdaptiveState.update`: one round folded into the counts, costs and scalars."""
+    decay = params[_DECAY]
+    advance = _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit,
+                            engine_fit, drafting, decay, params[_COST_DECAY], tau, lengths,
+                            call_states, call_time, frozen_time, drafting_time, draft_steps,
+                            round_time, timed)  # G3, G4
+    if scalars[_ROUNDS] == 0.0:
+        scalars[_ADVANCE] = advance
+    else:  # chain-steps a chain-round advances, averaged as the counts decay
+        scalars[_ADVANCE] += (1.0 - decay) * (advance - scalars[_ADVANCE])
+    scalars[_ROUNDS] += 1.0
+    scalars[_EVIDENCE] += tau.shape[0]
+    scalars[_PRIOR_WEIGHT] = max(scalars[_PRIOR_WEIGHT] * decay, 1e-6)  # fades as counts (G3)
+    scalars[_LONG_PRIOR_WEIGHT] = max(scalars[_LONG_PRIOR_WEIGHT] * _LONG_DECAY, 1e-6)
+    scalars[_PLAIN_TIME] = 0.0
+
+
+def _scalar(index: int, kind: type, doc: str) -> property:
+    """A property reading and writing ``scalars[index]`` as ``kind``."""
+    return property(lambda self: kind(self.scalars[index]),
+                    lambda self, value: self.scalars.__setitem__(index, float(value)), doc=doc)
+
+
 class AdaptiveState:
     """The running estimates and decisions of one run.
 
@@ -571,13 +674,24 @@ class AdaptiveState:
     :meth:`update` and plain bursts to :meth:`update_plain`.
     """
 
+    rounds = _scalar(_ROUNDS, int, "Speculative rounds so far.")
+    evidence = _scalar(_EVIDENCE, int, "Chain-rounds of speculation so far, not decayed (G6).")
+    prior_weight = _scalar(_PRIOR_WEIGHT, float,
+                           "Pseudo-counts of the prior q_1 = 1/2, decayed with the counts (G3).")
+    long_prior_weight = _scalar(_LONG_PRIOR_WEIGHT, float, "The prior's in the long memory.")
+    advance = _scalar(_ADVANCE, float,
+                      "Chain-steps a chain-round advances, averaged as the counts decay.")
+    plain_time_since_round = _scalar(_PLAIN_TIME, float,
+                                     "Plain time since the last speculative round (G5).")
+    last = _scalar(_LAST, int, "The last draft length chosen (G8).")
+    plain_measured = _scalar(_PLAIN_MEASURED, bool, "Whether a timed plain burst has run.")
+
     def __init__(self, config: AdaptiveDraftLength, num_chains: int):
         self.config = config
         size = config.max_draft_length
         self.hits = np.zeros(size)  # decayed counts, pooled over chains (G3)
         self.at_risk = np.zeros(size)
         self.long_counts = np.zeros((2, size))  # hits, at_risk decaying by _LONG_DECAY (G3)
-        self.long_prior_weight = 1.0
         self.pseudo_count = float(num_chains)  # one round's worth of q_{j-1} in q_j (G3)
         self.calls = CallCosts(config.cost_decay)  # C(s): a call's seconds by its states (G4)
         self.drafting = DecayedMean(config.cost_decay)  # d: seconds per drafting step
@@ -585,15 +699,17 @@ class AdaptiveState:
         # a burst's engine time = p_burst + p0 steps: a short burst (the plain step that tells
         # latency from per-state cost) must not price every plain step at its fixed cost
         self.plain_engine = DecayedFit(config.cost_decay)  # (p_burst, p0): 0 until measured
-        self.plain_measured = False
-        self.rounds = 0
-        self.evidence = 0  # chain-rounds of speculation so far, not decayed (G6)
-        self.prior_weight = 1.0  # pseudo-counts of the prior q_1 = 1/2, decayed with the counts
-        self.advance = 1.0  # chain-steps a chain-round advances, averaged as the counts decay
-        self.plain_time_since_round = 0.0  # plain time since the last speculative round (G5)
+        self.scalars = np.zeros(8)  # rounds, evidence, ... (the _ROUNDS... layout)
+        self.prior_weight = self.long_prior_weight = self.advance = 1.0
         self.last = min(config.initial_draft_length, size)
-        self._survive, self._steps, self._seconds = np.empty(size), np.empty(size), np.empty(size)
-        self._call_seconds, self._long_survive = np.empty(size), np.empty(size)
+        self.params = np.array([
+            size, config.initial_draft_length, config.decay, config.cost_decay,
+            config.explore_share, config.min_evidence, config.plain_margin, config.switch_margin,
+            self.pseudo_count], dtype=np.float64)  # the _MAX_DRAFT... layout
+        # the decision's buffers: survival, long survival, steps, seconds, call seconds by g
+        self._work = np.zeros((5, size))
+        self._survive, self._long_survive, self._steps, self._seconds, self._call_seconds = (
+            self._work)
         # the compiled updates' state arrays, in their argument order (updated in place)
         self._arrays = (self.hits, self.at_risk, self.long_counts, self.calls.sizes,
                         self.calls.means, self.calls.used, self.calls.fit.state,
@@ -622,44 +738,8 @@ class AdaptiveState:
             ``(g, burst)``: a speculative round with draft length ``g >= 1``, or ``g = 0`` and
             ``burst`` plain steps.
         """
-        limit = min(self.config.max_draft_length, remaining - 1)  # tau + 1 <= remaining
-        if limit < 1:
-            return 0, 1
-        if self.rounds == 0:
-            return min(self.last, limit), 0
-        best, best_rate, plain, all_accepted = self._decide(n, frozen, limit)
-        margin = 1.0 + self.config.plain_margin  # speculation must win by this much (G7)
-        if (self.evidence < self.config.min_evidence and all_accepted > margin * plain) or (
-                self.engine.count < _SETTLE):
-            # too few rounds to give up on, unless the costs alone decide (G6); and the costs
-            # decide only once two rounds are timed (one may have paid a one-time cost)
-            if not self.plain_measured and not self.calls.fit.identified:
-                return 0, 1  # every call had one size: a plain step tells latency from per-state
-            self.last = max(best + 1, min(self.config.initial_draft_length, limit))
-            return self.last, 0
-        if best_rate > margin * plain:
-            if not self.plain_measured and not self.calls.fit.identified:
-                return 0, 1  # every call had one size: a plain step tells latency from per-state
-            g, last = best + 1, self.last
-            keep = 1.0 + self.config.switch_margin / math.sqrt(n)  # the counts' noise (G8)
-            if last != g and 1 <= last <= limit and self._steps[last - 1] / self._seconds[
-                    last - 1] * keep >= best_rate:
-                g = last  # within the margin of the best: keep the draft length (G8)
-            self.last = g
-            return g, 0
-        if not self.plain_measured or not self.calls.settled(n):
-            return 0, 2  # plain priced optimistically (p0 = 0, C(n) as predicted) wins: measure it
-        # plain wins: explore at the best g once the plain time pays for its loss (G5), a round
-        # counted as losing at least the margin's share of its time (G7)
-        seconds = self._seconds[best]
-        loss = max(seconds - self._steps[best] / plain, self.config.plain_margin * seconds)
-        share = self.config.explore_share
-        if share * self.plain_time_since_round >= loss:
-            self.last = best + 1
-            return best + 1, 0
-        wanted = loss / share - self.plain_time_since_round
-        burst = math.ceil(wanted * plain / n)  # plain steps until the budget is met
-        return 0, int(min(max(burst, 1), MAX_PLAIN_BURST))
+        return _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
+                       bool(frozen), int(remaining))
 
     def _plain_step_engine(self) -> float:
         """``p0``: the engine's time per plain step of a full burst (G2), its fixed cost spread."""
@@ -688,18 +768,10 @@ class AdaptiveState:
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
                 chain), 0 for other drafters.
         """
-        advance = _update_round(
-            *self._arrays[:9], self.config.decay, self.config.cost_decay,
-            np.asarray(tau, dtype=np.int64), np.asarray(lengths, dtype=np.int64),
-            int(call_states), float(call_time), float(frozen_call_time), float(drafting_time),
-            float(draft_steps), float(round_time), bool(timed))  # G3, G4
-        self.advance = advance if self.rounds == 0 else (
-            self.advance + (1.0 - self.config.decay) * (advance - self.advance))
-        self.rounds += 1
-        self.evidence += len(tau)
-        self.prior_weight = max(self.prior_weight * self.config.decay, 1e-6)  # fades as counts (G3)
-        self.long_prior_weight = max(self.long_prior_weight * _LONG_DECAY, 1e-6)
-        self.plain_time_since_round = 0.0
+        _update(*self._arrays[:9], self.scalars, self.params, np.asarray(tau, dtype=np.int64),
+                np.asarray(lengths, dtype=np.int64), int(call_states), float(call_time),
+                float(frozen_call_time), float(drafting_time), float(draft_steps),
+                float(round_time), bool(timed))  # G3, G4
 
     def update_plain(self, n: int, steps: int, call_time: float, burst_time: float,
                      timed: bool = True) -> None:
