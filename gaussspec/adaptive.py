@@ -24,21 +24,28 @@ a tight loop. All the quantities are measured online:
 * ``S_i = prod_{j<=i} q_j`` with the conditional acceptances ``q_j = P(tau >= j | tau >= j - 1)``
   estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
   drafted lately fall back through a pseudo-count on the previous position's ``q`` or, when
-  higher, on the positions before them pooled (optimism where the counts are censored: a rejection
-  at a rarely drafted position would otherwise price every longer draft low, and the rule would
-  never draft there again to learn otherwise; one chain of kidiq sat at g = 10-14 for a whole run
-  where 32 is best). ``q_1`` falls back on a prior 1/2 whose one pseudo-count decays with the counts (a prior that stayed would cap
-  one chain's ``q_1`` at 0.95). The counts decay by ``decay`` per speculative round and, during
-  plain steps, as much per the chain-steps a round advances on average: acceptance depends on
-  where the chain is, and a chain that ran plain steps for a while has moved away from the
-  rounds that sent it there. The same counts with a long memory (``_LONG_DECAY`` per round, not
-  faded by plain steps) give a second survival curve. After plain steps the rule uses the blend
-  ``S = w S_recent + (1 - w) S_long``, ``w = A / (A + k)`` with ``A`` the recent counts' weight
-  (chain-rounds) and ``k`` one round's worth: as a stretch of plain steps fades the recent counts
-  (a region where the drafts failed, left behind), the run's long-run acceptance takes over and
-  brings speculation back without waiting for the exploration budget. After a round the recent
-  counts alone decide: acceptance that changes along the chain by design (a diffusion's late
-  steps) must not be pulled towards the run's average;
+  higher, on the positions before them pooled (optimism where the counts are censored: a
+  rejection at a rarely drafted position would otherwise price every longer draft low, and the
+  rule would never draft there again to learn otherwise; one chain of kidiq sat at g = 10-14 for
+  a whole run where 32 is best). ``q_1`` falls back on a prior 1/2 whose one pseudo-count decays
+  with the counts (a prior that stayed would cap one chain's ``q_1`` at 0.95). The counts decay
+  by ``decay`` per speculative round and, during plain steps, as much per the chain-steps a round
+  advances on average: acceptance depends on where the chain is, and a chain that ran plain
+  steps for a while has moved away from the rounds that sent it there;
+* two memories (G3b): the same counts with a long memory (``_LONG_DECAY`` per round, not faded
+  by plain steps) give a steadier ``q_j^long``, and the rule uses
+  ``q_j = w q_j + (1 - w) q_j^long`` with ``w = D^2 / (D^2 + V) * A / (A + k)``: ``D`` the two
+  estimates' difference, ``V = q_j^long (1 - q_j^long) / A`` the recent estimate's sampling
+  variance, ``A`` the recent at-risk count and ``k`` one round's worth. A difference the recent
+  counts' noise explains leaves the long memory's estimate; a real change (a diffusion's late
+  steps, a region where the drafts fail) the recent one. One chain's ten recent rounds estimate
+  thirty-odd acceptances too roughly: on their own they moved the chosen g by +-5 around its
+  optimum (sd within a run, flat acceptance 0.89) and the concave steps-per-round curve made
+  that wander cost 3% of goodput (1.6% with the two memories, in a simulation with the costs
+  known); with a change every 500 steps the short memory alone wins 3% over the best fixed
+  length and the two memories 1.7%. As a stretch of plain steps fades the recent counts (``A``
+  falls), the run's long-run acceptance takes over and brings speculation back without waiting
+  for the exploration budget;
 * ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
   between the sizes measured at least twice and extended beyond them with the slope ``b`` of a
   decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
@@ -402,9 +409,9 @@ class DecayedFit:
 
 
 @numba.njit(nogil=True)
-def _survival_into(hits, at_risk, pseudo_count, prior_weight, out):
-    """Fill ``out[:G]`` with ``S_1..S_G`` (G3); see :func:`survival`."""
-    q, product, k = _PRIOR_ACCEPTANCE, 1.0, prior_weight  # q_1: pseudo-counts of the prior
+def _acceptance_into(hits, at_risk, pseudo_count, prior_weight, out):
+    """Fill ``out[:G]`` with the conditional acceptances ``q_1..q_G`` (G3); see :func:`survival`."""
+    q, k = _PRIOR_ACCEPTANCE, prior_weight  # q_1: pseudo-counts of the prior
     pooled_hits, pooled_at_risk = prior_weight * _PRIOR_ACCEPTANCE, prior_weight
     for j in range(out.shape[0]):
         if j > 0:  # r_j: q_{j-1}, or the positions before pooled if higher (G3)
@@ -413,7 +420,41 @@ def _survival_into(hits, at_risk, pseudo_count, prior_weight, out):
         pooled_hits += hits[j]
         pooled_at_risk += at_risk[j]
         k = pseudo_count
-        product *= q  # S_j = prod_{i<=j} q_i (G3)
+        out[j] = q
+
+
+@numba.njit(nogil=True)
+def _survival_into(hits, at_risk, pseudo_count, prior_weight, out):
+    """Fill ``out[:G]`` with ``S_1..S_G`` (G3); see :func:`survival`."""
+    _acceptance_into(hits, at_risk, pseudo_count, prior_weight, out)
+    product = 1.0
+    for j in range(out.shape[0]):
+        product *= out[j]  # S_j = prod_{i<=j} q_i (G3)
+        out[j] = product
+
+
+@numba.njit(nogil=True)
+def _two_memory_survival_into(hits, at_risk, long_counts, pseudo_count, prior_weight,
+                              long_prior_weight, out, long_out):
+    """Fill ``out[:G]`` with ``S_1..S_G`` from the recent counts' ``q_j`` shrunk towards the long
+    memory's by how far the recent counts' noise explains their difference (G3b).
+
+    ``q_j = w q_j^recent + (1 - w) q_j^long``, ``w = D^2 / (D^2 + V)``, with ``D`` the two
+    estimates' difference and ``V = q^long (1 - q^long) / at_risk_j`` the recent one's sampling
+    variance (no recent counts: ``w = 0``). ``long_out`` is overwritten.
+    """
+    _acceptance_into(hits, at_risk, pseudo_count, prior_weight, out)
+    _acceptance_into(long_counts[0], long_counts[1], pseudo_count, long_prior_weight, long_out)
+    product = 1.0
+    for j in range(out.shape[0]):
+        recent, steady = out[j], long_out[j]
+        difference = (recent - steady) ** 2  # D^2 (G3b)
+        w = 0.0
+        if at_risk[j] > 0.0:
+            variance = steady * (1.0 - steady) / at_risk[j]  # V (G3b)
+            w = difference / (difference + variance) if difference + variance > 0.0 else 1.0
+            w *= at_risk[j] / (at_risk[j] + pseudo_count)  # little recent evidence (G3b)
+        product *= w * recent + (1.0 - w) * steady  # S_j = prod_{i<=j} q_i (G3, G3b)
         out[j] = product
 
 
@@ -457,7 +498,7 @@ def _plain_step_time(plain_fit):
 @numba.njit(nogil=True)
 def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engine_fit, drafting,
             plain_fit, survive, long_survive, steps, seconds, call_seconds, pseudo_count,
-            prior_weight, long_prior_weight, n, frozen, limit, blend):
+            prior_weight, long_prior_weight, n, frozen, limit):
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
 
     The arguments up to ``call_seconds`` are the state's arrays (:attr:`AdaptiveState._arrays`).
@@ -473,13 +514,8 @@ def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engi
         call_seconds[g - 1] = _table_cost(sizes, means, used, calls_fit, chains * (g + 1))
         if frozen:
             call_seconds[g - 1] += plain_call  # the frozen drafter's call at the round's start
-    _survival_into(hits, at_risk, pseudo_count, prior_weight, survive)  # G3
-    if blend:  # after plain steps: the run's long memory too
-        _survival_into(long_counts[0], long_counts[1], pseudo_count, long_prior_weight,
-                       long_survive)  # G3
-        recent = at_risk[0] / (at_risk[0] + pseudo_count)  # w: the recent counts' weight (G3)
-        for j in range(survive.shape[0]):
-            survive[j] = recent * survive[j] + (1.0 - recent) * long_survive[j]  # S blend (G3)
+    _two_memory_survival_into(hits, at_risk, long_counts, pseudo_count, prior_weight,
+                              long_prior_weight, survive, long_survive)  # G3, G3b
     _goodput_into(survive[:limit], n, call_seconds, engine_fit[_C0], per_step + engine_fit[_C1],
                   steps[:limit], seconds[:limit])  # G1
     best, best_rate, all_accepted = 0, -1.0, 0.0
@@ -600,8 +636,7 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     best, best_rate, plain, all_accepted = _decide(
         hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
         plain_fit, work[0], work[1], steps, seconds, work[4], params[_PSEUDO_COUNT],
-        scalars[_PRIOR_WEIGHT], scalars[_LONG_PRIOR_WEIGHT], float(n), frozen, limit,
-        scalars[_PLAIN_TIME] > 0.0)
+        scalars[_PRIOR_WEIGHT], scalars[_LONG_PRIOR_WEIGHT], float(n), frozen, limit)
     margin = 1.0 + params[_PLAIN_MARGIN]  # speculation must win by this much (G7)
     # every call had one size: a plain step tells latency from per-state cost
     unpriced = scalars[_PLAIN_MEASURED] == 0.0 and not _identified(calls_fit)
@@ -728,8 +763,7 @@ class AdaptiveState:
         """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
         return _decide(*self._arrays, self._survive, self._long_survive, self._steps,
                        self._seconds, self._call_seconds, self.pseudo_count, self.prior_weight,
-                       self.long_prior_weight, float(n), bool(frozen), limit,
-                       self.plain_time_since_round > 0.0)
+                       self.long_prior_weight, float(n), bool(frozen), limit)
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.

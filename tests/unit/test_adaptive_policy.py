@@ -49,6 +49,28 @@ def test_a_rejection_at_a_rarely_drafted_position_does_not_sink_the_positions_be
     np.testing.assert_allclose(survive, np.cumprod(decreasing), rtol=1e-3)
 
 
+def test_recent_counts_give_way_to_the_long_memory_unless_their_difference_is_real():
+    """G3b: the decision's q_j is the recent counts' shrunk towards the long memory's by how far
+    the recent counts' noise explains their difference: one chain's ten rounds that accepted 8.5
+    of 10 first drafts against a long-run 0.9 leave about the long run's q_1; 2 of 10 (the
+    chain entered a region where the drafts fail) leave about the recent one."""
+    for recent_hits, near in ((8.5, "long"), (2.0, "recent")):
+        state = gs.AdaptiveDraftLength(max_draft_length=1).start(1)
+        feed(state, np.ones(1, dtype=int), 1, call=0.002, draft_step=2e-4, engine=1e-3, n=1,
+             rounds=2)  # two timed rounds, then the counts are set
+        state.prior_weight = state.long_prior_weight = 0.0
+        state.hits[:], state.at_risk[:] = recent_hits, 10.0
+        state.long_counts[:] = [[90.0], [100.0]]
+        q_1 = state.rates(1, False)[1][0] - 1.0  # n (1 + S_1), n = 1
+        recent, steady = recent_hits / 10.0, 0.9
+        w = (recent - steady) ** 2 / ((recent - steady) ** 2 + steady * 0.1 / 10.0) * 10 / 11
+        assert q_1 == pytest.approx(w * recent + (1 - w) * steady)
+        if near == "long":
+            assert abs(q_1 - steady) < 0.25 * abs(recent - steady)
+        else:
+            assert abs(q_1 - recent) < 0.15 * abs(recent - steady)
+
+
 def test_the_prior_on_the_first_acceptance_fades_with_its_weight():
     hits, at_risk = np.array([10.0]), np.array([10.0])  # one chain, every round accepted
     assert adaptive.survival(hits, at_risk, 1.0)[0] == pytest.approx(10.5 / 11)  # capped
@@ -56,7 +78,10 @@ def test_the_prior_on_the_first_acceptance_fades_with_its_weight():
     state = gs.AdaptiveDraftLength(decay=0.9).start(1)
     feed(state, np.full(1, 4), 4, call=0.002, draft_step=2e-4, engine=1e-3, n=1, rounds=30)
     assert state.prior_weight == pytest.approx(0.9**30)
-    assert state.rates(1, False)[1][0] > 1.99  # n (1 + S_1), S_1 = q_1 near 1
+    assert adaptive.survival(state.hits, state.at_risk, 1.0, state.prior_weight)[0] > 0.995
+    # the decision's q_1 leans on the long memory too (G3b), whose prior fades at 0.99 a round
+    assert state.long_prior_weight == pytest.approx(0.99**30)
+    assert state.rates(1, False)[1][0] > 1.98  # n (1 + S_1), S_1 = q_1 near 1
 
 
 def test_decayed_fit_recovers_costs_and_falls_back():
