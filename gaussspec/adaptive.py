@@ -40,10 +40,12 @@ a tight loop. All the quantities are measured online:
   counts' noise explains leaves the long memory's estimate; a real change (a diffusion's late
   steps, a region where the drafts fail) the recent one. One chain's ten recent rounds estimate
   thirty-odd acceptances too roughly: on their own they moved the chosen g by +-5 around its
-  optimum (sd within a run, flat acceptance 0.89) and the concave steps-per-round curve made
-  that wander cost 3% of goodput (1.6% with the two memories, in a simulation with the costs
-  known); with a change every 500 steps the short memory alone wins 3% over the best fixed
-  length and the two memories 1.7%. As a stretch of plain steps fades the recent counts (``A``
+  optimum, and the concave steps-per-round curve made that wander cost goodput. Simulated
+  one-chain runs with the costs known (``benchmarks/adaptive_simulation.py``, 40 seeds), against
+  the best fixed length, recent counts alone -> two memories: flat acceptance 0.89 -3.0% ->
+  -1.0% (g's sd within a run 5.2 -> 2.6), 0.75 -2.0% -> -0.6%, 0.96 -0.6% -> -1.0% (s.e. 0.6%);
+  acceptance switching between 0.95 and 0.75 every 500 steps +2.4% -> +0.1%. As a stretch of
+  plain steps fades the recent counts (``A``
   falls), the run's long-run acceptance takes over and brings speculation back without waiting
   for the exploration budget;
 * ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
