@@ -5,7 +5,8 @@ machine, and the chain's own block efficiency), more than the differences betwee
 of the rule. This script takes both out: a simulated chain accepts each drafted position with
 probability ``q`` (independently, so the number accepted is geometric, censored at ``g``), a round
 costs a known ``A + B g`` and a plain step ``P``, and the rule sees those costs with 5% lognormal
-noise, as it would measure them. The acceptance may switch between two values every ``period``
+noise, as it would measure them; a round that changes the draft length costs ``SWITCH_S`` more
+(fresh noise draws and cold buffers: 130-250 us measured on eight_schools). The acceptance may switch between two values every ``period``
 chain-steps (a chain that moves between regions). The score is the run's goodput (chain-steps
 per modelled second) against the best fixed draft length's, over many seeds; also the rule's mean
 draft length and its spread within a run (how much it wanders).
@@ -38,6 +39,7 @@ CALL_S, CALL_PER_STATE_S = 390e-6, 1e-6
 DRAFT_FIXED_S, DRAFT_PER_STEP_S = 30e-6, 16e-6
 ENGINE_S, ENGINE_PER_POSITION_S = 250e-6, 6e-6
 PLAIN_ENGINE_S = 100e-6
+SWITCH_S = 100e-6  # a round whose draft length differs from the last one's (buffers, draws)
 NOISE = 0.05  # lognormal sigma of what the rule measures
 
 
@@ -48,12 +50,12 @@ def _accepted(rng: np.random.Generator, q: float, g: int) -> int:
 
 
 def simulate(policy: gs.AdaptiveDraftLength | None, fixed: int, seed: int, steps: int,
-             acceptance: float, switch_to: float, period: int) -> tuple[float, float, float]:
+             acceptance: float, switch_to: float, period: int) -> tuple[float, float, float, float]:
     """One chain of ``steps`` chain-steps under the rule (``policy``) or a fixed draft length.
 
     Returns:
-        ``(goodput, mean_g, sd_g)``: chain-steps per modelled second, and the mean and standard
-        deviation of the rounds' draft lengths.
+        ``(goodput, mean_g, sd_g, switches)``: chain-steps per modelled second, the mean and
+        standard deviation of the rounds' draft lengths, and the switches per 100 rounds.
     """
     rng = np.random.default_rng(seed)
     state = policy.start(1) if policy is not None else None
@@ -76,6 +78,8 @@ def simulate(policy: gs.AdaptiveDraftLength | None, fixed: int, seed: int, steps
         call = CALL_S + CALL_PER_STATE_S * (g + 1)
         drafting = DRAFT_FIXED_S + DRAFT_PER_STEP_S * g
         engine = ENGINE_S + ENGINE_PER_POSITION_S * g
+        if lengths and g != lengths[-1]:
+            engine += SWITCH_S
         if state is not None:
             seen_call = call * rng.lognormal(0, NOISE)
             seen_drafting = drafting * rng.lognormal(0, NOISE)
@@ -85,7 +89,8 @@ def simulate(policy: gs.AdaptiveDraftLength | None, fixed: int, seed: int, steps
         seconds += call + drafting + engine
         done += 1 + tau
         lengths.append(g)
-    return done / seconds, float(np.mean(lengths)), float(np.std(lengths))
+    switches = sum(a != b for a, b in zip(lengths, lengths[1:])) * 100.0 / max(len(lengths), 1)
+    return done / seconds, float(np.mean(lengths)), float(np.std(lengths)), switches
 
 
 def main() -> None:
@@ -108,7 +113,8 @@ def main() -> None:
              for g in args.fixed}
     best_g = max(fixed, key=fixed.get)
     rows = [{"contender": f"fixed g={g}", "vs_best_fixed": rate / fixed[best_g] - 1.0,
-             "standard_error": None, "mean_g": g, "sd_g_within_run": 0.0}
+             "standard_error": None, "mean_g": g, "sd_g_within_run": 0.0,
+             "switches_per_100_rounds": 0.0}
             for g, rate in fixed.items()]
     for variant in variants:
         settings = {key: ast.literal_eval(value) for key, value in
@@ -118,7 +124,8 @@ def main() -> None:
         rows.append({"contender": f"adaptive {variant or 'defaults'}",
                      "vs_best_fixed": runs[:, 0].mean() / fixed[best_g] - 1.0,
                      "standard_error": runs[:, 0].std() / np.sqrt(args.seeds) / fixed[best_g],
-                     "mean_g": runs[:, 1].mean(), "sd_g_within_run": runs[:, 2].mean()})
+                     "mean_g": runs[:, 1].mean(), "sd_g_within_run": runs[:, 2].mean(),
+                     "switches_per_100_rounds": runs[:, 3].mean()})
     change = f", switching to {args.switch_to} every {args.period} steps" if args.switch_to else ""
     title = (f"Simulated one-chain runs, acceptance {args.acceptance}{change}, {args.steps} steps, "
              f"{args.seeds} seeds; best fixed g = {best_g}.")
@@ -126,7 +133,8 @@ def main() -> None:
                Column("goodput vs best fixed", "vs_best_fixed", "{:+.2%}"),
                Column("s.e.", "standard_error", "{:.2%}"),
                Column("mean g", "mean_g", "{:.1f}"),
-               Column("sd of g within a run", "sd_g_within_run", "{:.1f}")]
+               Column("sd of g within a run", "sd_g_within_run", "{:.1f}"),
+               Column("switches per 100 rounds", "switches_per_100_rounds", "{:.1f}")]
     table = markdown_table(columns, rows)
     print(title + "\n\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,12 @@ a tight loop. All the quantities are measured online:
 * ``d`` from the timed drafting phase of each round (so it needs no spread of draft lengths), as
   a decaying mean; ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
-  rounds have).
+  rounds have). A round whose draft length differs from the previous round's prices neither:
+  it pays for fresh noise draws and cold buffers (130-250 us a switch on a one-chain Langevin
+  run), and the draft lengths visited mostly by switching would look dear. In simulated
+  one-chain runs with that cost (``benchmarks/adaptive_simulation.py``, 40 seeds), leaving them
+  out moved the goodput against the best fixed length from -2.9, -1.5, -2.2 and -1.6% to -1.3,
+  -1.3, -0.8 and -0.7% (flat acceptance 0.89, 0.75, 0.96; switching between 0.95 and 0.75).
 
 Engine times are measured robustly: a round (or burst) during which numba compiled code is not
 timed, its target calls included (a compilation holds the interpreter, so calls around it wait
@@ -532,12 +537,13 @@ def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engi
 @numba.njit(nogil=True)
 def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
                   decay, cost_decay, tau, lengths, call_states, call_time, frozen_time,
-                  drafting_time, draft_steps, round_time, timed):
+                  drafting_time, draft_steps, round_time, timed, steady=True):
     """One speculative round folded into the counts (G3) and the cost estimates (G4).
 
     The arguments up to ``drafting`` are the state's arrays (:attr:`AdaptiveState._arrays`);
-    ``cost_decay`` is every cost estimate's. Returns the round's mean advance per chain,
-    ``1 + mean(tau)`` chain-steps.
+    ``cost_decay`` is every cost estimate's. ``steady`` is False for a round that changed the
+    draft length: its calls are priced, its drafting and engine time are not (G4). Returns the
+    round's mean advance per chain, ``1 + mean(tau)`` chain-steps.
     """
     _fold_round(hits, at_risk, tau, lengths, decay)  # G3
     _fold_round(long_counts[0], long_counts[1], tau, lengths, _LONG_DECAY)  # G3, long memory
@@ -549,6 +555,7 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
             verify_time = call_time - frozen_time
             _calls_add(sizes, means, used, calls_fit, cost_decay, call_states, verify_time,
                        1)  # C(s) (G4)
+    if timed and steady:
         if draft_steps > 0:
             _mean_add(drafting, cost_decay, drafting_time / draft_steps)  # d
         rest = max(round_time - call_time - drafting_time, 0.0)
@@ -615,7 +622,7 @@ def goodput(survive, n: int, a: float, b: float, o0: float, per_position: float,
 # The state's scalars (one array, updated in place by the compiled decision and update) and the
 # settings they are read with.
 (_ROUNDS, _EVIDENCE, _PRIOR_WEIGHT, _LONG_PRIOR_WEIGHT, _ADVANCE, _PLAIN_TIME, _LAST,
- _PLAIN_MEASURED) = range(8)
+ _PLAIN_MEASURED, _LAST_WIDTH) = range(9)
 (_MAX_DRAFT, _INITIAL_DRAFT, _DECAY, _COST_DECAY, _EXPLORE_SHARE, _MIN_EVIDENCE, _PLAIN_MARGIN,
  _SWITCH_MARGIN, _PSEUDO_COUNT) = range(9)
 
@@ -685,7 +692,8 @@ def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     advance = _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit,
                             engine_fit, drafting, decay, params[_COST_DECAY], tau, lengths,
                             call_states, call_time, frozen_time, drafting_time, draft_steps,
-                            round_time, timed)  # G3, G4
+                            round_time, timed, scalars[_LAST_WIDTH] in (0.0, draft_steps))  # G3, G4
+    scalars[_LAST_WIDTH] = draft_steps
     if scalars[_ROUNDS] == 0.0:
         scalars[_ADVANCE] = advance
     else:  # chain-steps a chain-round advances, averaged as the counts decay
@@ -736,7 +744,7 @@ class AdaptiveState:
         # a burst's engine time = p_burst + p0 steps: a short burst (the plain step that tells
         # latency from per-state cost) must not price every plain step at its fixed cost
         self.plain_engine = DecayedFit(config.cost_decay)  # (p_burst, p0): 0 until measured
-        self.scalars = np.zeros(8)  # rounds, evidence, ... (the _ROUNDS... layout)
+        self.scalars = np.zeros(9)  # rounds, evidence, ... (the _ROUNDS... layout)
         self.prior_weight = self.long_prior_weight = self.advance = 1.0
         self.last = min(config.initial_draft_length, size)
         self.params = np.array([

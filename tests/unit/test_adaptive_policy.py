@@ -114,13 +114,25 @@ def test_decayed_mean_settles_on_the_smallest_early_observation_then_averages_an
 def test_engine_time_growing_with_the_draft_length_is_priced_per_position():
     """o0 + o1 g: rounds of two lengths identify the slope, which joins d in the price of g."""
     state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
-    for g in (4, 8, 4, 8, 4, 8):
+    for g in (4, 8, 4, 8, 4, 8):  # twice each: a round that changes g prices no engine time
         feed(state, np.full(8, g), g, call=0.002, draft_step=2e-4, engine=3e-4 + 5e-5 * g,
-             rounds=1)
+             rounds=2)
     np.testing.assert_allclose(state.engine.coefficients, (3e-4, 5e-5), rtol=1e-6)
     _, _, seconds = state.rates(8, False)
     a, b = state.calls.fit.coefficients
     np.testing.assert_allclose(seconds[9], a + b * 8 * 11 + 3e-4 + (5e-5 + 2e-4) * 10)
+
+
+def test_a_round_that_changes_the_draft_length_prices_no_engine_time():
+    """G4: the round after a switch pays for fresh noise draws and cold buffers (130-250 us on a
+    one-chain Langevin run); priced into o0 + o1 g, the draft lengths visited mostly by switching
+    would look dear. Its calls still count."""
+    state = gs.AdaptiveDraftLength(max_draft_length=16).start(1)
+    for g, engine in ((8, 1e-3), (8, 1e-3), (16, 3e-3), (16, 1e-3), (16, 1e-3), (8, 3e-3),
+                      (8, 1e-3)):  # the first round at each new g: 2 ms dearer
+        feed(state, np.full(1, g), g, call=0.002, draft_step=2e-4, engine=engine, n=1, rounds=1)
+    np.testing.assert_allclose(state.engine.coefficients, (1e-3, 0.0), atol=1e-12)
+    assert state.engine.count == 5 and state.calls.settled(17)  # the calls: every round
 
 
 def test_goodput_is_steps_over_seconds_of_equation_g1():
@@ -378,8 +390,8 @@ def test_policy_prices_rounds_by_measured_call_sizes_not_a_straight_line():
 
     state = gs.AdaptiveDraftLength(max_draft_length=32).start(1)
     rng = np.random.default_rng(1)
-    for g in [32, 16, 4, 8] * 10:  # geometric acceptance q = 0.9 at every position
-        tau = min(int(rng.geometric(0.1)) - 1, g)
+    for g in [g for g in [32, 16, 4, 8] * 10 for _ in range(2)]:  # twice each (G4)
+        tau = min(int(rng.geometric(0.1)) - 1, g)  # geometric acceptance q = 0.9
         state.update(np.arange(1), np.array([tau]), np.array([g]), g + 1, call(g + 1),
                      2e-5 * g, g, call(g + 1) + 1e-4 + 5e-5 * g, 2e-5 * g)
     state.update_plain(1, 4, 4 * call(1), 4 * (call(1) + 3e-5))
@@ -398,7 +410,8 @@ def test_plain_steps_priced_by_one_call_are_measured_in_a_short_burst_first():
     plain steps win, two plain steps settle it before a long burst is spent on them."""
     state = gs.AdaptiveDraftLength(max_draft_length=16).start(16)
     state.update_plain(16, 1, 0.009, 0.0093)  # the free drafter's first step: 9 ms, once
-    for g, tau, seconds in ((4, 4, 0.0195), (16, 15, 0.069), (4, 4, 0.020), (16, 15, 0.074)):
+    rounds = ((4, 4, 0.0195), (16, 15, 0.069), (4, 4, 0.020), (16, 15, 0.074))
+    for g, tau, seconds in (r for r in rounds for _ in range(2)):  # twice each (G4)
         state.update(np.arange(16), np.full(16, tau), np.full(16, g), 16 * (g + 1), seconds,
                      5e-4, g, seconds + 1.5e-3, 5e-4)
     assert not state.calls.settled(16)
