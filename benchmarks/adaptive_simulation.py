@@ -39,7 +39,7 @@ CALL_S, CALL_PER_STATE_S = 390e-6, 1e-6
 DRAFT_FIXED_S, DRAFT_PER_STEP_S = 30e-6, 16e-6
 ENGINE_S, ENGINE_PER_POSITION_S = 250e-6, 6e-6
 PLAIN_ENGINE_S = 100e-6
-SWITCH_S = 100e-6  # a round whose draft length differs from the last one's (buffers, draws)
+SWITCH_S = 100e-6  # default extra cost of a round whose draft length differs from the last's
 NOISE = 0.05  # lognormal sigma of what the rule measures
 
 
@@ -50,7 +50,8 @@ def _accepted(rng: np.random.Generator, q: float, g: int) -> int:
 
 
 def simulate(policy: gs.AdaptiveDraftLength | None, fixed: int, seed: int, steps: int,
-             acceptance: float, switch_to: float, period: int) -> tuple[float, float, float, float]:
+             acceptance: float, switch_to: float, period: int,
+             switch_seconds: float = SWITCH_S) -> tuple[float, float, float, float]:
     """One chain of ``steps`` chain-steps under the rule (``policy``) or a fixed draft length.
 
     Returns:
@@ -79,7 +80,7 @@ def simulate(policy: gs.AdaptiveDraftLength | None, fixed: int, seed: int, steps
         drafting = DRAFT_FIXED_S + DRAFT_PER_STEP_S * g
         engine = ENGINE_S + ENGINE_PER_POSITION_S * g
         if lengths and g != lengths[-1]:
-            engine += SWITCH_S
+            engine += switch_seconds
         if state is not None:
             seen_call = call * rng.lognormal(0, NOISE)
             seen_drafting = drafting * rng.lognormal(0, NOISE)
@@ -103,12 +104,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--fixed", type=int, nargs="+", default=[8, 12, 16, 20, 24, 32])
     parser.add_argument("--max-draft-length", type=int, default=32)
+    parser.add_argument("--switch-cost-us", type=float, default=SWITCH_S * 1e6,
+                        help="extra cost of a round that changes the draft length")
     parser.add_argument("--variant", action="append", default=None,
                         help='AdaptiveDraftLength settings, e.g. "decay=0.98"; "" = defaults')
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulation"))
     args = parser.parse_args()
     variants = args.variant if args.variant is not None else [""]
-    world = (args.acceptance, args.switch_to, args.period)
+    world = (args.acceptance, args.switch_to, args.period, args.switch_cost_us * 1e-6)
     fixed = {g: np.mean([simulate(None, g, s, args.steps, *world)[0] for s in range(args.seeds)])
              for g in args.fixed}
     best_g = max(fixed, key=fixed.get)
@@ -127,6 +130,7 @@ def main() -> None:
                      "mean_g": runs[:, 1].mean(), "sd_g_within_run": runs[:, 2].mean(),
                      "switches_per_100_rounds": runs[:, 3].mean()})
     change = f", switching to {args.switch_to} every {args.period} steps" if args.switch_to else ""
+    change += f", {args.switch_cost_us:g} us a change of draft length"
     title = (f"Simulated one-chain runs, acceptance {args.acceptance}{change}, {args.steps} steps, "
              f"{args.seeds} seeds; best fixed g = {best_g}.")
     columns = [Column("contender", "contender", "{}"),
@@ -142,6 +146,7 @@ def main() -> None:
         f"_to{args.switch_to}_every{args.period}" if args.switch_to else "")
     (args.out / f"{stem}.json").write_text(json.dumps(
         {"acceptance": args.acceptance, "switch_to": args.switch_to, "period": args.period,
+         "switch_cost_us": args.switch_cost_us,
          "steps": args.steps, "seeds": args.seeds, "best_fixed": best_g, "rows": rows},
         indent=2))
     (args.out / f"{stem}.md").write_text(title + "\n\n" + table + "\n")

@@ -41,7 +41,8 @@ a tight loop. All the quantities are measured online:
   steps, a region where the drafts fail) the recent one. One chain's ten recent rounds estimate
   thirty-odd acceptances too roughly: on their own they moved the chosen g by +-5 around its
   optimum, and the concave steps-per-round curve made that wander cost goodput. Simulated
-  one-chain runs with the costs known (``benchmarks/adaptive_simulation.py``, 40 seeds), against
+  one-chain runs with the costs known (``benchmarks/adaptive_simulation.py --switch-cost-us 0``,
+  40 seeds), against
   the best fixed length, recent counts alone -> two memories: flat acceptance 0.89 -3.0% ->
   -1.0% (g's sd within a run 5.2 -> 2.6), 0.75 -2.0% -> -0.6%, 0.96 -0.6% -> -1.0% (s.e. 0.6%);
   acceptance switching between 0.95 and 0.75 every 500 steps +2.4% -> +0.1%. As a stretch of
