@@ -42,13 +42,11 @@ a tight loop. All the quantities are measured online:
   thirty-odd acceptances too roughly: on their own they moved the chosen g by +-5 around its
   optimum, and the concave steps-per-round curve made that wander cost goodput. Simulated
   one-chain runs with the costs known (``benchmarks/adaptive_simulation.py --switch-cost-us 0``,
-  40 seeds), against
-  the best fixed length, recent counts alone -> two memories: flat acceptance 0.89 -3.0% ->
-  -1.0% (g's sd within a run 5.2 -> 2.6), 0.75 -2.0% -> -0.6%, 0.96 -0.6% -> -1.0% (s.e. 0.6%);
-  acceptance switching between 0.95 and 0.75 every 500 steps +2.4% -> +0.1%. As a stretch of
-  plain steps fades the recent counts (``A``
-  falls), the run's long-run acceptance takes over and brings speculation back without waiting
-  for the exploration budget;
+  40 seeds), against the best fixed length, recent counts alone -> two memories: flat acceptance
+  0.89 -3.0% -> -1.0% (g's sd within a run 5.2 -> 2.6), 0.75 -2.0% -> -0.6%, 0.96 -0.6% ->
+  -1.0% (s.e. 0.6%); acceptance switching between 0.95 and 0.75 every 500 steps +2.4% -> +0.1%.
+  As a stretch of plain steps fades the recent counts (``A`` falls), the run's long-run
+  acceptance takes over and brings speculation back without waiting for the exploration budget;
 * ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
   between the sizes measured at least twice and extended beyond them with the slope ``b`` of a
   decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
@@ -447,9 +445,10 @@ def _two_memory_survival_into(hits, at_risk, long_counts, pseudo_count, prior_we
     """Fill ``out[:G]`` with ``S_1..S_G`` from the recent counts' ``q_j`` shrunk towards the long
     memory's by how far the recent counts' noise explains their difference (G3b).
 
-    ``q_j = w q_j^recent + (1 - w) q_j^long``, ``w = D^2 / (D^2 + V)``, with ``D`` the two
-    estimates' difference and ``V = q^long (1 - q^long) / at_risk_j`` the recent one's sampling
-    variance (no recent counts: ``w = 0``). ``long_out`` is overwritten.
+    ``q_j = w q_j^recent + (1 - w) q_j^long``, ``w = D^2 / (D^2 + V) * A / (A + k)``, with ``D``
+    the two estimates' difference, ``A = at_risk_j`` the recent counts, ``V = q^long (1 - q^long)
+    / A`` the recent estimate's sampling variance and ``k`` the pseudo-count (no recent counts:
+    ``w = 0``). ``long_out`` is overwritten.
     """
     _acceptance_into(hits, at_risk, pseudo_count, prior_weight, out)
     _acceptance_into(long_counts[0], long_counts[1], pseudo_count, long_prior_weight, long_out)
@@ -620,7 +619,8 @@ def goodput(survive, n: int, a: float, b: float, o0: float, per_position: float,
     return steps, seconds
 
 
-# The state's scalars (one array, updated in place by the compiled decision and update) and the
+# The state's scalars (one array, updated in place by the compiled decision and update; _LAST is
+# the last draft length chosen, _LAST_WIDTH the last round's width, 0 before the first) and the
 # settings they are read with.
 (_ROUNDS, _EVIDENCE, _PRIOR_WEIGHT, _LONG_PRIOR_WEIGHT, _ADVANCE, _PLAIN_TIME, _LAST,
  _PLAIN_MEASURED, _LAST_WIDTH) = range(9)
@@ -688,7 +688,11 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
 def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
             scalars, params, tau, lengths, call_states, call_time, frozen_time, drafting_time,
             draft_steps, round_time, timed):
-    """:meth:`AdaptiveState.update`: one round folded into the counts, costs and scalars."""
+    """:meth:`AdaptiveState.update`: one round folded into the counts, costs and scalars.
+
+    The round's drafting and engine time are priced only when its draft length is the previous
+    round's (or it is the first round, ``scalars[_LAST_WIDTH] == 0``): G4.
+    """
     decay = params[_DECAY]
     advance = _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit,
                             engine_fit, drafting, decay, params[_COST_DECAY], tau, lengths,
