@@ -5,11 +5,12 @@ machine, and the chain's own block efficiency), more than the differences betwee
 of the rule. This script takes both out: a simulated chain accepts each drafted position with
 probability ``q`` (independently, so the number accepted is geometric, censored at ``g``), a round
 costs a known ``A + B g`` and a plain step ``P``, and the rule sees those costs with 5% lognormal
-noise, as it would measure them; a round that changes the draft length costs ``SWITCH_S`` more
-(fresh noise draws and cold buffers: 130-250 us measured on eight_schools). The acceptance may switch between two values every ``period``
-chain-steps (a chain that moves between regions). The score is the run's goodput (chain-steps
-per modelled second) against the best fixed draft length's, over many seeds; also the rule's mean
-draft length and its spread within a run (how much it wanders).
+noise, as it would measure them; a round that changes the draft length costs ``--switch-cost-us``
+more (default 100 us; fresh noise draws and cold buffers: 130-250 us measured on eight_schools).
+The acceptance may switch between two values every ``period`` chain-steps (a chain that moves
+between regions). The score is the run's goodput (chain-steps per modelled second) against the best fixed draft
+length's, over many seeds; also the rule's mean draft length, its spread within a run (how much
+it wanders) and how often it changes.
 
 Run (variants are ``AdaptiveDraftLength`` settings, ``""`` for the defaults):
 

@@ -29,7 +29,8 @@ def test_a_fixed_draft_length_runs_at_its_expected_goodput(simulation):
                + simulation.DRAFT_FIXED_S + simulation.DRAFT_PER_STEP_S * g
                + simulation.ENGINE_S + simulation.ENGINE_PER_POSITION_S * g)
     assert goodput == pytest.approx(steps / seconds, rel=0.01)
-    assert mean_g == pytest.approx(g, abs=1e-3) and sd_g < 0.01 and switches < 0.01  # the last round may be cut
+    # the last round may be cut short by the end of the chain
+    assert mean_g == pytest.approx(g, abs=1e-3) and sd_g < 0.01 and switches < 0.01
 
 
 def test_the_rule_runs_in_the_simulation_and_drafts_near_the_best_fixed_length(simulation):
