@@ -8,9 +8,9 @@ costs a known ``A + B g`` and a plain step ``P``, and the rule sees those costs 
 noise, as it would measure them; a round that changes the draft length costs ``--switch-cost-us``
 more (default 100 us; fresh noise draws and cold buffers: 130-250 us measured on eight_schools).
 The acceptance may switch between two values every ``period`` chain-steps (a chain that moves
-between regions). The score is the run's goodput (chain-steps per modelled second) against the best fixed draft
-length's, over many seeds; also the rule's mean draft length, its spread within a run (how much
-it wanders) and how often it changes.
+between regions). The score is the run's goodput (chain-steps per modelled second) against the
+best fixed draft length's, over many seeds; also the rule's mean draft length, its spread within
+a run (how much it wanders) and how often it changes.
 
 Run (variants are ``AdaptiveDraftLength`` settings, ``""`` for the defaults):
 
