@@ -22,7 +22,6 @@ Run (variants are ``AdaptiveDraftLength`` settings, ``""`` for the defaults):
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
@@ -63,17 +62,6 @@ class RecordingPolicy(gs.AdaptiveDraftLength):
 
         state.update, state.update_plain = recording_update, recording_update_plain
         return state
-
-
-def parse_variant(text: str) -> dict:
-    """``"decay=0.97,switch_margin=0.0"`` -> keyword arguments of AdaptiveDraftLength."""
-    settings = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, _, value = item.partition("=")
-        if key not in attrs.fields_dict(gs.AdaptiveDraftLength):
-            raise SystemExit(f"unknown AdaptiveDraftLength setting {key!r} in {text!r}")
-        settings[key] = ast.literal_eval(value)
-    return settings
 
 
 def fit_costs(setup, drafter, fixed: list[int]) -> tuple[float, float, float]:
@@ -127,7 +115,7 @@ def main() -> None:
     for text in variants:
         label = f"adaptive {text or 'defaults'}"
         policy = RecordingPolicy(**{"max_draft_length": args.max_draft_length,
-                                    **parse_variant(text)})
+                                    **harness.adaptive_settings(text)})
         contender = harness.Contender(label, gs.SpeculativeSampler(
             setup.target, drafter, policy, "block"), {})
         harness._run_once(contender, setup.target, setup.x0, 5)  # warm-up: its compilation

@@ -22,7 +22,6 @@ Run (variants are ``AdaptiveDraftLength`` settings, ``""`` for the defaults):
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 from pathlib import Path
@@ -32,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import gaussspec as gs  # noqa: E402
+from gaussspec.benchmarking.harness import adaptive_settings  # noqa: E402
 from gaussspec.benchmarking.report import Column, markdown_table  # noqa: E402
 
 # A one-chain Langevin round's costs (eight_schools on this machine): the target call, the
@@ -121,9 +121,8 @@ def main() -> None:
              "switches_per_100_rounds": 0.0}
             for g, rate in fixed.items()]
     for variant in variants:
-        settings = {key: ast.literal_eval(value) for key, value in
-                    (item.split("=") for item in variant.split(",") if item)}
-        policy = gs.AdaptiveDraftLength(max_draft_length=args.max_draft_length, **settings)
+        policy = gs.AdaptiveDraftLength(max_draft_length=args.max_draft_length,
+                                        **adaptive_settings(variant))
         runs = np.array([simulate(policy, 0, s, args.steps, *world) for s in range(args.seeds)])
         rows.append({"contender": f"adaptive {variant or 'defaults'}",
                      "vs_best_fixed": runs[:, 0].mean() / fixed[best_g] - 1.0,

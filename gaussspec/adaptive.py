@@ -42,7 +42,7 @@ a tight loop. All the quantities are measured online:
   thirty-odd acceptances too roughly: on their own they moved the chosen g by +-5 around its
   optimum, and the concave steps-per-round curve made that wander cost goodput. Simulated
   one-chain runs with the costs known (``benchmarks/adaptive_simulation.py --switch-cost-us 0``,
-  40 seeds), against the best fixed length, recent counts alone -> two memories: flat acceptance
+  40 seeds, at d3fb410, before G4 below), against the best fixed length, recent counts alone -> two memories: flat acceptance
   0.89 -3.0% -> -1.0% (g's sd within a run 5.2 -> 2.6), 0.75 -2.0% -> -0.6%, 0.96 -0.6% ->
   -1.0% (s.e. 0.6%); acceptance switching between 0.95 and 0.75 every 500 steps +2.4% -> +0.1%.
   As a stretch of plain steps fades the recent counts (``A`` falls), the run's long-run
@@ -62,9 +62,11 @@ a tight loop. All the quantities are measured online:
   rounds have). A round whose draft length differs from the previous round's prices neither:
   it pays for fresh noise draws and cold buffers (130-250 us a switch on a one-chain Langevin
   run), and the draft lengths visited mostly by switching would look dear. In simulated
-  one-chain runs with that cost (``benchmarks/adaptive_simulation.py``, 40 seeds), leaving them
-  out moved the goodput against the best fixed length from -2.9, -1.5, -2.2 and -1.6% to -1.3,
-  -1.3, -0.8 and -0.7% (flat acceptance 0.89, 0.75, 0.96; switching between 0.95 and 0.75).
+  one-chain runs with a 100 us switch (``benchmarks/adaptive_simulation.py``, 40 seeds), leaving
+  them out moved the goodput against the best fixed length from -2.9, -1.5, -2.2 and -1.6% to
+  -2.1, -1.2, -2.0 and -0.5% (flat acceptance 0.89, 0.75, 0.96; switching between 0.95 and
+  0.75). Where a switch costs nothing (``--switch-cost-us 0``) it loses what those rounds would
+  have told: -1.0, -0.7, -1.0 and +0.1% -> -1.8, -1.0, -1.7 and -0.1%.
 
 Engine times are measured robustly: a round (or burst) during which numba compiled code is not
 timed, its target calls included (a compilation holds the interpreter, so calls around it wait

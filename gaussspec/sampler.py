@@ -844,10 +844,10 @@ class _Run:
         """This round's draft noise ``(n, width, *noise)``, from the previous round's prefetch.
 
         Every round draws the next round's noise (its own draft length of positions for each of
-        its chains) in the background while its target call runs; chains that finished or draft fewer positions leave draws unused, which
-        keeps the draws independent of everything they are combined with. The first round draws
-        in the foreground, and so does an adaptive round for the positions beyond the previous
-        round's length.
+        its chains) in the background while its target call runs; chains that finished or draft
+        fewer positions leave draws unused, which keeps the draws independent of everything they
+        are combined with. The first round draws in the foreground, and so does an adaptive round
+        for the positions beyond the previous round's length.
         """
         width = steps.shape[1] - 1
         if self.prefetched is not None:

@@ -15,6 +15,7 @@ state these tables compare).
 
 from __future__ import annotations
 
+import ast
 import gc
 import statistics
 import time
@@ -71,6 +72,21 @@ def adaptive(target, drafter, max_draft_length: int = 16, verification: str = "b
     return Contender(label or f"adaptive (max {max_draft_length})", sampler, {
         "kind": ADAPTIVE, "draft_length": ADAPTIVE, "max_draft_length": max_draft_length,
         "verification": verification, "coupling": "gamma", "drafter": name})
+
+
+def adaptive_settings(text: str) -> dict:
+    """``"decay=0.97,switch_margin=0.0"`` -> keyword arguments of AdaptiveDraftLength (``""``: none).
+
+    Raises:
+        SystemExit: for a name that is not a setting of :class:`gaussspec.AdaptiveDraftLength`.
+    """
+    settings = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        if key not in attrs.fields_dict(gs.AdaptiveDraftLength):
+            raise SystemExit(f"unknown AdaptiveDraftLength setting {key!r} in {text!r}")
+        settings[key] = ast.literal_eval(value)
+    return settings
 
 
 def _sync(x: torch.Tensor) -> None:
