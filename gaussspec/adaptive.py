@@ -29,9 +29,16 @@ a tight loop. All the quantities are measured online:
   rule would never draft there again to learn otherwise; one chain of kidiq sat at g = 10-14 for
   a whole run where 32 is best). ``q_1`` falls back on a prior 1/2 whose one pseudo-count decays
   with the counts (a prior that stayed would cap one chain's ``q_1`` at 0.95). The counts decay
-  by ``decay`` per speculative round and, during plain steps, as much per the chain-steps a round
-  advances on average: acceptance depends on where the chain is, and a chain that ran plain
-  steps for a while has moved away from the rounds that sent it there;
+  by ``decay`` per speculative round, or per ``_DECAY_STEPS`` = 5 chain-steps when a round
+  advances the chains further, but never to a memory of fewer than ``1 / (1 - decay)``
+  chain-rounds (``max(decay^max(a / 5, 1), 1 - n (1 - decay))`` for ``n`` chains advancing ``a``
+  steps); during plain steps they decay as much per the chain-steps a round advances on average.
+  Acceptance depends on where the chains are: a chain that ran plain steps for a while has moved
+  away from the rounds that sent it there, and 16 DDPM chains drafting 16 cover a 250-step
+  diffusion in about 16 rounds, so ten rounds of memory spanned most of it and the rule kept
+  drafting 16 while a late stretch's acceptance fell (+17% against g = 4 in the suite's order,
+  +1.4% with the memory in chain-steps). One chain's rounds keep the per-round memory: its
+  round is one skewed observation, not ``n``;
 * two memories (G3b): the same counts with a long memory (``_LONG_DECAY`` per round, not faded
   by plain steps) give a steadier ``q_j^long``, and the rule uses
   ``q_j = w q_j + (1 - w) q_j^long`` with ``w = D^2 / (D^2 + V) * A / (A + k)``: ``D`` the two
@@ -52,10 +59,13 @@ a tight loop. All the quantities are measured online:
   decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
   in its size (caches, kernel choice: a posterior with 5000 data rows takes 0.32, 0.45, 0.57 and
   1.38 ms for 1, 5, 9 and 17 states), and a straight line fitted through small and large calls
-  then prices the sizes between them wrongly. A size measured once counts at most as predicted
-  from the others (its one call may have paid a one-time setup, and an optimistic price sends the
-  policy back to measure it again; plain steps so priced are measured by two before a long
-  burst);
+  then prices the sizes between them wrongly. A size measured once counts at most as an
+  optimistic bound from the settled sizes around it: per state no dearer than the next larger
+  one, and no cheaper than the next smaller one (its one call may have paid a one-time setup:
+  16 DDPM chains' first round of 80 states took 29-34 ms after another sampler's run, 21-23 ms
+  warm, and the rule priced g = 4 on that one call for the rest of the run; an optimistic price
+  sends the policy back to measure it again, at most once per size; plain steps so priced are
+  measured by two before a long burst);
 * ``d`` from the timed drafting phase of each round (so it needs no spread of draft lengths), as
   a decaying mean; ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
@@ -114,7 +124,8 @@ MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
 _CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
 _SETTLE = 2  # observations before an engine-time estimate is trusted (and averaged)
-_LONG_DECAY = 0.99  # the acceptance counts' long memory, per round (G3)
+_LONG_DECAY = 0.99  # the acceptance counts' long memory, per round of _DECAY_STEPS (G3b)
+_DECAY_STEPS = 5.0  # chain-steps (per chain) over which the counts decay by ``decay`` (G3)
 
 
 def _positive(instance, attribute, value):
@@ -140,7 +151,9 @@ class AdaptiveDraftLength:
         max_draft_length: Largest draft length considered.
         initial_draft_length: Draft length of the first round, before acceptance is measured
             (clipped to ``max_draft_length``).
-        decay: Weight of the past, per speculative round, in the acceptance counts.
+        decay: Weight of the past in the acceptance counts per speculative round, or per five
+            chain-steps when a round advances the chains further, at most as fast as a memory
+            of ``1 / (1 - decay)`` chain-rounds (G3).
         cost_decay: Weight of the past, per observation, in the cost fits.
         explore_share: While plain steps win, the share of time that speculative rounds at the
             best draft length may lose (G5), so that acceptance estimates stay current.
@@ -289,17 +302,22 @@ def _table_cost(sizes, means, used, fit, size):
         hi += 1
     if hi < used and sizes[hi] == size:
         return means[hi, _VALUE]  # measured: its own mean
+    once = i < used and sizes[i] == size and means[i, _COUNT] > 0
     if lo >= 0 and hi < used:  # between two settled sizes: linear interpolation
         w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
         cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
+        if once:  # optimistic: no dearer than the smaller size, per state no dearer than the larger
+            cost = min(cost, max(means[lo, _VALUE], means[hi, _VALUE] * size / sizes[hi]))
     elif lo >= 0:  # above them: the fit's slope
         cost = means[lo, _VALUE] + b * (size - sizes[lo])
     elif hi < used:  # below them: the fit's slope, no cheaper per state than the smallest
         upper = means[hi, _VALUE]
-        cost = max(upper - b * (sizes[hi] - size), upper * size / sizes[hi])
+        cost = upper * size / sizes[hi]  # optimistic when measured once: per state as the larger
+        if not once:
+            cost = max(upper - b * (sizes[hi] - size), cost)
     else:
         cost = a + b * size
-    if i < used and sizes[i] == size and means[i, _COUNT] > 0:
+    if once:
         cost = min(cost, means[i, _VALUE])  # measured once: no dearer than predicted
     return cost
 
@@ -537,6 +555,14 @@ def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engi
 
 
 @numba.njit(nogil=True)
+def _round_decay(decay, advance, n):
+    """The counts' weight of the past over a round that advances each of ``n`` chains ``advance``
+    chain-steps: ``decay``, or ``decay`` per ``_DECAY_STEPS`` chain-steps when the round advances
+    further, but a memory of at least ``1 / (1 - decay)`` chain-rounds (G3)."""
+    return max(decay ** max(advance / _DECAY_STEPS, 1.0), 1.0 - n * (1.0 - decay))
+
+
+@numba.njit(nogil=True)
 def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
                   decay, cost_decay, tau, lengths, call_states, call_time, frozen_time,
                   drafting_time, draft_steps, round_time, timed, steady=True):
@@ -547,8 +573,14 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
     draft length: its calls are priced, its drafting and engine time are not (G4). Returns the
     round's mean advance per chain, ``1 + mean(tau)`` chain-steps.
     """
-    _fold_round(hits, at_risk, tau, lengths, decay)  # G3
-    _fold_round(long_counts[0], long_counts[1], tau, lengths, _LONG_DECAY)  # G3, long memory
+    n = tau.shape[0]
+    accepted = 0.0
+    for row in range(n):
+        accepted += tau[row]
+    advance = 1.0 + accepted / max(n, 1)
+    _fold_round(hits, at_risk, tau, lengths, _round_decay(decay, advance, n))  # G3
+    _fold_round(long_counts[0], long_counts[1], tau, lengths,
+                _round_decay(_LONG_DECAY, advance, n))  # G3b, the long memory
     if timed:  # a compilation holds the interpreter: the round's target calls waited on it too
         if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
             _calls_add(sizes, means, used, calls_fit, cost_decay, tau.shape[0], frozen_time,
@@ -562,10 +594,7 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
             _mean_add(drafting, cost_decay, drafting_time / draft_steps)  # d
         rest = max(round_time - call_time - drafting_time, 0.0)
         _fit_add(engine_fit, cost_decay, 1.0, draft_steps, rest)  # o0 + o1 g (G4)
-    accepted = 0.0
-    for row in range(tau.shape[0]):
-        accepted += tau[row]
-    return 1.0 + accepted / max(tau.shape[0], 1)
+    return advance
 
 
 def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float,
@@ -707,8 +736,11 @@ def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
         scalars[_ADVANCE] += (1.0 - decay) * (advance - scalars[_ADVANCE])
     scalars[_ROUNDS] += 1.0
     scalars[_EVIDENCE] += tau.shape[0]
-    scalars[_PRIOR_WEIGHT] = max(scalars[_PRIOR_WEIGHT] * decay, 1e-6)  # fades as counts (G3)
-    scalars[_LONG_PRIOR_WEIGHT] = max(scalars[_LONG_PRIOR_WEIGHT] * _LONG_DECAY, 1e-6)
+    n = tau.shape[0]
+    scalars[_PRIOR_WEIGHT] = max(scalars[_PRIOR_WEIGHT] * _round_decay(decay, advance, n),
+                                 1e-6)  # fades as the counts (G3)
+    scalars[_LONG_PRIOR_WEIGHT] = max(
+        scalars[_LONG_PRIOR_WEIGHT] * _round_decay(_LONG_DECAY, advance, n), 1e-6)
     scalars[_PLAIN_TIME] = 0.0
 
 
@@ -841,7 +873,7 @@ class AdaptiveState:
             self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2
             self.plain_measured = True
         # the chains moved on: the acceptance counts age as over rounds that advance as far (G3)
-        fade = self.config.decay ** (steps / self.advance)
+        fade = float(_round_decay(self.config.decay, self.advance, n)) ** (steps / self.advance)
         self.hits *= fade
         self.at_risk *= fade
         self.prior_weight = max(self.prior_weight * fade, 1e-6)

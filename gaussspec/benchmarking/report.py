@@ -174,7 +174,7 @@ def render_markdown(result: SuiteResult) -> str:
              f"Command: `{meta.get('command', '')}` ({meta.get('seconds', 0):.0f} s). "
              f"Machine: {meta.get('machine')}; torch {meta.get('torch')}, {meta.get('threads')} "
              f"thread(s); {meta.get('date')}; medians of {meta.get('repeats')} interleaved "
-             "repeats.", ""]
+             f"repeats; C allocator: {meta.get('allocator', 'default')}.", ""]
     if result.summary:
         lines += [f"- {line}" for line in result.summary] + [""]
     for note in result.notes:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from gaussspec.benchmarking.allocator import pin_glibc_heap
 from gaussspec.benchmarking.report import SuiteResult, machine_meta, write_result
 
 __all__ = ["SUITES", "run_suite", "main", "DEFAULT_OUT"]
@@ -30,7 +31,7 @@ DEFAULT_OUT = "benchmarks/results/bench"
 
 def run_suite(name: str, out_dir: str, quick: bool = False, repeats: int = 3,
               device: str = "cpu", figures_dir: str | None = None, tiny: bool = False,
-              command: str | None = None) -> dict:
+              command: str | None = None, allocator: str = "pinned") -> dict:
     """Run one benchmark suite and write its JSON, markdown and PNG figures into ``out_dir``.
 
     Args:
@@ -43,6 +44,10 @@ def run_suite(name: str, out_dir: str, quick: bool = False, repeats: int = 3,
         tiny: Even smaller sizes, for smoke tests (``synthetic``, ``comparisons`` and
             ``adaptive``).
         command: The command line to record (default: a ``gaussspec bench`` line).
+        allocator: ``"pinned"``: pin glibc's heap thresholds first
+            (:func:`gaussspec.benchmarking.allocator.pin_glibc_heap`; for the rest of the
+            process), so that calls are not timed on the allocator's history; ``"default"``:
+            leave the allocator as it is. What applied is recorded in ``meta["allocator"]``.
 
     Returns:
         The JSON document written to ``<out_dir>/<name>.json``: keys ``suite``, ``meta``,
@@ -54,6 +59,8 @@ def run_suite(name: str, out_dir: str, quick: bool = False, repeats: int = 3,
         raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if allocator not in ("pinned", "default"):
+        raise ValueError(f"allocator must be 'pinned' or 'default', got {allocator!r}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
     out = Path(out_dir)
@@ -64,8 +71,9 @@ def run_suite(name: str, out_dir: str, quick: bool = False, repeats: int = 3,
         if command is None:
             command = (f"gaussspec bench {name} --out {out_dir}" + (" --quick" if quick else "")
                        + f" --repeats {repeats}" + (f" --device {device}" if device != "cpu" else ""))
+        pinned = pin_glibc_heap() if allocator == "pinned" else None
         meta = {**machine_meta(device), "command": command, "quick": quick, "tiny": tiny,
-                "repeats": repeats}
+                "repeats": repeats, "allocator": pinned or "default"}
         result = SuiteResult(suite=name, meta=meta)
         start = time.perf_counter()
         module = importlib.import_module(SUITES[name])
@@ -90,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (ddpm suite)")
     parser.add_argument("--figures-dir", default=None, help="also copy the PNG figures here")
+    parser.add_argument("--allocator", choices=("pinned", "default"), default="pinned",
+                        help="pinned (default): pin glibc's mmap and trim thresholds, so that a "
+                             "call's time does not depend on the allocation sizes before it; "
+                             "default: leave the C allocator as it is")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke-test sizes (synthetic, comparisons, adaptive); numbers mean little")
     return parser
@@ -109,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         words = [name if word == "all" else word for word in given]
         command = "gaussspec bench " + " ".join(shlex.quote(word) for word in words)
         document = run_suite(name, args.out, args.quick, args.repeats, args.device,
-                             args.figures_dir, tiny=args.tiny, command=command)
+                             args.figures_dir, tiny=args.tiny, command=command,
+                             allocator=args.allocator)
         print(Path(document["files"]["markdown"]).read_text())
         print(f"wrote {document['files']['json']}, {document['files']['markdown']} and "
               f"{len(document['files']['figures'])} figure(s)")

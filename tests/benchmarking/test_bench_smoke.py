@@ -1,6 +1,7 @@
 """Smoke tests of ``gaussspec.benchmarking`` (``gaussspec bench``): files and keys, not speed."""
 
 import json
+import platform
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import gaussspec as gs
 from gaussspec.benchmarking import SUITES, main, run_suite
 from gaussspec.benchmarking import harness
+from gaussspec.benchmarking.allocator import PINNED
 from gaussspec.benchmarking.kernels import CallCost, LinearULA, predicted_acceptance
 
 
@@ -25,7 +27,10 @@ def test_synthetic_suite_writes_json_markdown_and_figures(tmp_path):
     for row in costs:  # every speculative row sits beside its own plain chain
         assert row["plain_wall_s"] > 0 and row["speedup"] > 0 and row["repeats"] == 1
     assert on_disk["meta"]["command"].startswith("gaussspec bench synthetic")
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert on_disk["meta"]["allocator"] == (PINNED if glibc else "default")
     markdown = (tmp_path / "synthetic.md").read_text()
+    assert f"C allocator: {on_disk['meta']['allocator']}." in markdown
     assert "#### Dimension sweep" in markdown and "| d |" in markdown
     for name in on_disk["figures"]:
         png = tmp_path / name
@@ -44,6 +49,10 @@ def test_main_parses_and_rejects_bad_arguments(tmp_path, capsys):
         run_suite("nope", str(tmp_path))
     with pytest.raises(ValueError, match="repeats"):
         run_suite("synthetic", str(tmp_path), repeats=0)
+    with pytest.raises(ValueError, match="allocator must be 'pinned' or 'default'"):
+        run_suite("synthetic", str(tmp_path), allocator="jemalloc")
+    with pytest.raises(SystemExit):
+        main(["synthetic", "--allocator", "jemalloc"])
     assert set(SUITES) == {"synthetic", "comparisons", "adaptive", "ddpm", "langevin", "md"}
 
 
