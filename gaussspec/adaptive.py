@@ -36,9 +36,9 @@ a tight loop. All the quantities are measured online:
   Acceptance depends on where the chains are: a chain that ran plain steps for a while has moved
   away from the rounds that sent it there, and 16 DDPM chains drafting 16 cover a 250-step
   diffusion in about 16 rounds, so ten rounds of memory spanned most of it and the rule kept
-  drafting 16 while a late stretch's acceptance fell (+17% against g = 4 in the suite's order,
-  +1.4% with the memory in chain-steps). One chain's rounds keep the per-round memory: its
-  round is one skewed observation, not ``n``;
+  drafting 16 while a late stretch's acceptance fell (+16.8% against g = 4 in the suite's order;
+  +1.4..6.5% with this and the optimistic pricing of G4 below, 5 repeats). One chain's rounds
+  keep the per-round memory: its round is one skewed observation, not ``n``;
 * two memories (G3b): the same counts with a long memory (``_LONG_DECAY`` per round, not faded
   by plain steps) give a steadier ``q_j^long``, and the rule uses
   ``q_j = w q_j + (1 - w) q_j^long`` with ``w = D^2 / (D^2 + V) * A / (A + k)``: ``D`` the two
@@ -59,9 +59,9 @@ a tight loop. All the quantities are measured online:
   decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
   in its size (caches, kernel choice: a posterior with 5000 data rows takes 0.32, 0.45, 0.57 and
   1.38 ms for 1, 5, 9 and 17 states), and a straight line fitted through small and large calls
-  then prices the sizes between them wrongly. A size measured once counts at most as an
-  optimistic bound from the settled sizes around it: per state no dearer than the next larger
-  one, and no cheaper than the next smaller one (its one call may have paid a one-time setup:
+  then prices the sizes between them wrongly. A size measured once counts at most as the
+  cheapest the settled sizes around it allow: per state as cheap as the next larger one, but
+  no cheaper than the next smaller one (its one call may have paid a one-time setup:
   16 DDPM chains' first round of 80 states took 29-34 ms after another sampler's run, 21-23 ms
   warm, and the rule priced g = 4 on that one call for the rest of the run; an optimistic price
   sends the policy back to measure it again, at most once per size; plain steps so priced are
@@ -124,7 +124,7 @@ MAX_PLAIN_BURST = 64  # plain steps between two decisions, at most
 _PRIOR_ACCEPTANCE = 0.5  # q_1 before any round: one pseudo-observation
 _CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (preemption spikes)
 _SETTLE = 2  # observations before an engine-time estimate is trusted (and averaged)
-_LONG_DECAY = 0.99  # the acceptance counts' long memory, per round of _DECAY_STEPS (G3b)
+_LONG_DECAY = 0.99  # the counts' long memory, per round (or per _DECAY_STEPS chain-steps) (G3b)
 _DECAY_STEPS = 5.0  # chain-steps (per chain) over which the counts decay by ``decay`` (G3)
 
 
@@ -306,13 +306,13 @@ def _table_cost(sizes, means, used, fit, size):
     if lo >= 0 and hi < used:  # between two settled sizes: linear interpolation
         w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
         cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
-        if once:  # optimistic: no dearer than the smaller size, per state no dearer than the larger
+        if once:  # optimistic: per state as cheap as the larger size, no cheaper than the smaller
             cost = min(cost, max(means[lo, _VALUE], means[hi, _VALUE] * size / sizes[hi]))
     elif lo >= 0:  # above them: the fit's slope
         cost = means[lo, _VALUE] + b * (size - sizes[lo])
     elif hi < used:  # below them: the fit's slope, no cheaper per state than the smallest
         upper = means[hi, _VALUE]
-        cost = upper * size / sizes[hi]  # optimistic when measured once: per state as the larger
+        cost = upper * size / sizes[hi]  # optimistic when measured once: per state as cheap as it
         if not once:
             cost = max(upper - b * (sizes[hi] - size), cost)
     else:

@@ -382,6 +382,45 @@ def test_call_costs_interpolate_settled_sizes_and_extend_them_with_the_fit_slope
     assert costs.predict(13) < 4 * 9e-4
 
 
+def test_a_size_measured_once_is_priced_optimistically_so_the_rule_measures_it_again():
+    """G4: one cold call (16 DDPM chains' first round of 80 states: 30 ms after another sampler's
+    run, 21 ms warm) must not price its draft length for the rest of the run. Measured once, a size
+    costs per state as little as the next larger settled size but no less than the next smaller;
+    the linear interpolation between them (the mutant) priced g = 4 at 23.5 ms for good."""
+    costs = adaptive.CallCosts(0.98)
+    costs.add(272, 0.070, calls=2)  # settled
+    costs.add(80, 0.030)  # once, cold
+    assert costs.predict(80) == pytest.approx(0.070 * 80 / 272)  # below the settled sizes
+    costs.add(16, 0.008, calls=2)  # settled
+    interpolated = 0.008 + (0.070 - 0.008) * (80 - 16) / (272 - 16)
+    assert costs.predict(80) == pytest.approx(0.070 * 80 / 272)  # between 16 and 272
+    assert costs.predict(80) < interpolated - 2e-3  # the mutant: interpolated, 23.5 ms
+    costs.add(80, 0.0214)  # measured again, warm: settled on the smaller observation
+    assert costs.settled(80) and costs.predict(80) == pytest.approx(0.0214)
+    costs.add(48, 0.002)  # once, fast: never priced dearer than its own measurement
+    assert costs.predict(48) == pytest.approx(0.002)
+    costs.add(144, 0.060)  # once, slow: between settled 80 and 272
+    assert costs.predict(144) == pytest.approx(max(0.0214, 0.070 * 144 / 272))
+
+
+def test_many_chains_forget_per_chain_steps_one_chain_per_round():
+    """G3: the counts decay by ``decay`` a round, or per five chain-steps when a round advances
+    further, never faster than a memory of 1 / (1 - decay) chain-rounds. 16 DDPM chains drafting
+    16 cover a 250-step diffusion in about 16 rounds: a per-round memory spanned most of it while
+    the late steps' acceptance fell. One chain's round is one observation and keeps its memory."""
+    def factor(n, tau, g):
+        state = gs.AdaptiveDraftLength(max_draft_length=16, decay=0.9).start(n)
+        feed(state, np.full(n, tau), g, call=0.02, draft_step=2e-4, engine=1e-3, n=n, rounds=1)
+        before = state.hits.copy()
+        feed(state, np.full(n, tau), g, call=0.02, draft_step=2e-4, engine=1e-3, n=n, rounds=1)
+        return (state.hits[0] - n) / before[0]  # hits_1 = d hits_1 + n
+
+    assert factor(16, 14, 16) == pytest.approx(0.9 ** 3)  # 15 chain-steps a round
+    assert factor(16, 1, 4) == pytest.approx(0.9)  # two chain-steps a round: per round
+    assert factor(1, 14, 16) == pytest.approx(0.9)  # one chain: per round
+    assert factor(2, 14, 16) == pytest.approx(0.8)  # a memory of ten chain-rounds at least
+
+
 def test_policy_prices_rounds_by_measured_call_sizes_not_a_straight_line():
     """Convex call costs (fast up to 9 states, then slow): the best g is 8, where a straight-line
     fit through every call would price g = 8 so dear that it drafts short."""
