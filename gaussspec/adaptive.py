@@ -37,10 +37,12 @@ a tight loop. All the quantities are measured online:
   away from the rounds that sent it there, and 16 DDPM chains drafting 16 cover a 250-step
   diffusion in about 16 rounds, so ten rounds of memory spanned most of it and the rule kept
   drafting 16 while a late stretch's acceptance fell (+16.8% against g = 4 in the suite's order;
-  +1.4..6.5% with this and the optimistic pricing of G4 below, 5 repeats). One chain's rounds
+  +1.4..6.5% with this and the optimistic pricing of G4 below; 5 repeats, default allocator;
+  -0.3% in the recorded suite). One chain's rounds
   keep the per-round memory: its round is one skewed observation, not ``n``;
-* two memories (G3b): the same counts with a long memory (``_LONG_DECAY`` per round, not faded
-  by plain steps) give a steadier ``q_j^long``, and the rule uses
+* two memories (G3b): the same counts with a long memory (``_LONG_DECAY`` per round, or per
+  five chain-steps as the recent ones; not faded by plain steps) give a steadier ``q_j^long``,
+  and the rule uses
   ``q_j = w q_j + (1 - w) q_j^long`` with ``w = D^2 / (D^2 + V) * A / (A + k)``: ``D`` the two
   estimates' difference, ``V = q_j^long (1 - q_j^long) / A`` the recent estimate's sampling
   variance, ``A`` the recent at-risk count and ``k`` one round's worth. A difference the recent
