@@ -38,23 +38,22 @@ a tight loop. All the quantities are measured online:
   diffusion in about 16 rounds, so ten rounds of memory spanned most of it and the rule kept
   drafting 16 while a late stretch's acceptance fell (+16.8% against g = 4 in the suite's order;
   +1.4..6.5% with this and the optimistic pricing of G4 below; 5 repeats, default allocator;
-  -0.3% in the recorded suite). One chain's rounds
-  keep the per-round memory: its round is one skewed observation, not ``n``;
-* two memories (G3b): the same counts with a long memory (``_LONG_DECAY`` per round, or per
-  five chain-steps as the recent ones; not faded by plain steps) give a steadier ``q_j^long``,
-  and the rule uses
-  ``q_j = w q_j + (1 - w) q_j^long`` with ``w = D^2 / (D^2 + V) * A / (A + k)``: ``D`` the two
-  estimates' difference, ``V = q_j^long (1 - q_j^long) / A`` the recent estimate's sampling
+  -0.3% in the recorded suite). One chain's rounds keep the per-round memory: its round is one
+  skewed observation, not ``n``;
+* two memories (G3b): the same counts with a long memory (``_LONG_DECAY`` per round, or per five
+  chain-steps as the recent ones; not faded by plain steps) give a steadier ``q_j^long``, and the
+  rule uses ``q_j = w q_j + (1 - w) q_j^long`` with ``w = D^2 / (D^2 + V) * A / (A + k)``: ``D``
+  the two estimates' difference, ``V = q_j^long (1 - q_j^long) / A`` the recent estimate's sampling
   variance, ``A`` the recent at-risk count and ``k`` one round's worth. A difference the recent
   counts' noise explains leaves the long memory's estimate; a real change (a diffusion's late
   steps, a region where the drafts fail) the recent one. One chain's ten recent rounds estimate
   thirty-odd acceptances too roughly: on their own they moved the chosen g by +-5 around its
-  optimum, and the concave steps-per-round curve made that wander cost goodput. Simulated
-  one-chain runs with the costs known (``benchmarks/adaptive_simulation.py --switch-cost-us 0``,
-  40 seeds, at d3fb410, before G4 below), against the best fixed length, recent counts alone -> two memories: flat acceptance
-  0.89 -3.0% -> -1.0% (g's sd within a run 5.2 -> 2.6), 0.75 -2.0% -> -0.6%, 0.96 -0.6% ->
-  -1.0% (s.e. 0.6%); acceptance switching between 0.95 and 0.75 every 500 steps +2.4% -> +0.1%.
-  As a stretch of plain steps fades the recent counts (``A`` falls), the run's long-run
+  optimum, and the concave steps-per-round curve made that wander cost goodput. Simulated one-chain
+  runs with the costs known (``benchmarks/adaptive_simulation.py --switch-cost-us 0``, 40 seeds, at
+  d3fb410, before G4 below), against the best fixed length, recent counts alone -> two memories:
+  flat acceptance 0.89 -3.0% -> -1.0% (g's sd within a run 5.2 -> 2.6), 0.75 -2.0% -> -0.6%, 0.96
+  -0.6% -> -1.0% (s.e. 0.6%); acceptance switching between 0.95 and 0.75 every 500 steps +2.4% ->
+  +0.1%. As a stretch of plain steps fades the recent counts (``A`` falls), the run's long-run
   acceptance takes over and brings speculation back without waiting for the exploration budget;
 * ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
   between the sizes measured at least twice and extended beyond them with the slope ``b`` of a
@@ -566,23 +565,18 @@ def _round_decay(decay, advance, n):
 
 @numba.njit(nogil=True)
 def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
-                  decay, cost_decay, tau, lengths, call_states, call_time, frozen_time,
-                  drafting_time, draft_steps, round_time, timed, steady=True):
+                  recent_decay, long_decay, cost_decay, tau, lengths, call_states, call_time,
+                  frozen_time, drafting_time, draft_steps, round_time, timed, steady=True):
     """One speculative round folded into the counts (G3) and the cost estimates (G4).
 
     The arguments up to ``drafting`` are the state's arrays (:attr:`AdaptiveState._arrays`);
-    ``cost_decay`` is every cost estimate's. ``steady`` is False for a round that changed the
-    draft length: its calls are priced, its drafting and engine time are not (G4). Returns the
-    round's mean advance per chain, ``1 + mean(tau)`` chain-steps.
+    ``recent_decay`` and ``long_decay`` are this round's weights of the past in the recent and
+    long counts (:func:`_round_decay`), ``cost_decay`` every cost estimate's. ``steady`` is False
+    for a round that changed the draft length: its calls are priced, its drafting and engine
+    time are not (G4).
     """
-    n = tau.shape[0]
-    accepted = 0.0
-    for row in range(n):
-        accepted += tau[row]
-    advance = 1.0 + accepted / max(n, 1)
-    _fold_round(hits, at_risk, tau, lengths, _round_decay(decay, advance, n))  # G3
-    _fold_round(long_counts[0], long_counts[1], tau, lengths,
-                _round_decay(_LONG_DECAY, advance, n))  # G3b, the long memory
+    _fold_round(hits, at_risk, tau, lengths, recent_decay)  # G3
+    _fold_round(long_counts[0], long_counts[1], tau, lengths, long_decay)  # G3b, long memory
     if timed:  # a compilation holds the interpreter: the round's target calls waited on it too
         if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
             _calls_add(sizes, means, used, calls_fit, cost_decay, tau.shape[0], frozen_time,
@@ -596,7 +590,6 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
             _mean_add(drafting, cost_decay, drafting_time / draft_steps)  # d
         rest = max(round_time - call_time - drafting_time, 0.0)
         _fit_add(engine_fit, cost_decay, 1.0, draft_steps, rest)  # o0 + o1 g (G4)
-    return advance
 
 
 def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float,
@@ -726,23 +719,26 @@ def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     The round's drafting and engine time are priced only when its draft length is the previous
     round's (or it is the first round, ``scalars[_LAST_WIDTH] == 0``): G4.
     """
-    decay = params[_DECAY]
-    advance = _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit,
-                            engine_fit, drafting, decay, params[_COST_DECAY], tau, lengths,
-                            call_states, call_time, frozen_time, drafting_time, draft_steps,
-                            round_time, timed, scalars[_LAST_WIDTH] in (0.0, draft_steps))  # G3, G4
+    decay, n = params[_DECAY], tau.shape[0]
+    accepted = 0.0
+    for row in range(n):
+        accepted += tau[row]
+    advance = 1.0 + accepted / max(n, 1)  # the round's chain-steps per chain
+    recent_decay = _round_decay(decay, advance, n)  # G3
+    long_decay = _round_decay(_LONG_DECAY, advance, n)  # G3b
+    _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit,
+                  drafting, recent_decay, long_decay, params[_COST_DECAY], tau, lengths,
+                  call_states, call_time, frozen_time, drafting_time, draft_steps, round_time,
+                  timed, scalars[_LAST_WIDTH] in (0.0, draft_steps))  # G3, G4
     scalars[_LAST_WIDTH] = draft_steps
     if scalars[_ROUNDS] == 0.0:
         scalars[_ADVANCE] = advance
     else:  # chain-steps a chain-round advances, averaged as the counts decay
         scalars[_ADVANCE] += (1.0 - decay) * (advance - scalars[_ADVANCE])
     scalars[_ROUNDS] += 1.0
-    scalars[_EVIDENCE] += tau.shape[0]
-    n = tau.shape[0]
-    scalars[_PRIOR_WEIGHT] = max(scalars[_PRIOR_WEIGHT] * _round_decay(decay, advance, n),
-                                 1e-6)  # fades as the counts (G3)
-    scalars[_LONG_PRIOR_WEIGHT] = max(
-        scalars[_LONG_PRIOR_WEIGHT] * _round_decay(_LONG_DECAY, advance, n), 1e-6)
+    scalars[_EVIDENCE] += n
+    scalars[_PRIOR_WEIGHT] = max(scalars[_PRIOR_WEIGHT] * recent_decay, 1e-6)  # as the counts (G3)
+    scalars[_LONG_PRIOR_WEIGHT] = max(scalars[_LONG_PRIOR_WEIGHT] * long_decay, 1e-6)
     scalars[_PLAIN_TIME] = 0.0
 
 
