@@ -66,21 +66,13 @@ a tight loop. All the quantities are measured online:
   16 DDPM chains' first round of 80 states took 29-34 ms after another sampler's run, 21-23 ms
   warm, and the rule priced g = 4 on that one call for the rest of the run; an optimistic price
   sends the policy back to measure it again, at most once per size; plain steps so priced are
-  measured by two before a long burst). Each size's price ages (G4b): a call of more states
-  never costs less, and above a smaller size costs at most as much per state or the fit's slope
-  more, so the part of a size's mean above what a size settled since implies fades by
-  ``cost_decay`` per call measured since its own (a size is measured only while the rule drafts
-  its length, and a price taken in a cold first round stayed for the run: one kidiq chain priced
-  33 states at 897 us against 429 us for 27, measured later, and drafted 21 for 234 rounds where
-  32 is best). A round that changes the draft length prices its call only for a size never
-  measured: the switch itself costs (25-50 us of a 1 ms round, alternating g on eight_schools),
-  a size kept would not;
+  measured by two before a long burst);
 * ``d`` from the timed drafting phase of each round (so it needs no spread of draft lengths), as
   a decaying mean; ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
   rounds have). A round whose draft length differs from the previous round's prices neither:
   it pays for fresh noise draws and cold buffers (130-250 us a switch on a one-chain Langevin
-  run before the allocator was pinned, 25-50 us with it), and the draft lengths visited mostly by switching would look dear. In simulated
+  run), and the draft lengths visited mostly by switching would look dear. In simulated
   one-chain runs with a 100 us switch (``benchmarks/adaptive_simulation.py``, 40 seeds), leaving
   them out moved the goodput against the best fixed length from -2.9, -1.5, -2.2 and -1.6% to
   -2.1, -1.2, -2.0 and -0.5% (flat acceptance 0.89, 0.75, 0.96; switching between 0.95 and
@@ -200,7 +192,6 @@ class AdaptiveDraftLength:
 
 # Layouts of the estimators' state arrays (compiled updates work on these in place).
 _TOTAL, _WEIGHT, _VALUE, _COUNT = range(4)  # DecayedMean
-_STAMP, _PRICE = 4, 5  # CallCosts.means: a DecayedMean, its last observation's time, its aged price
 _UU, _UV, _VV, _UY, _VY, _FIT_COUNT, _C0, _C1 = range(8)  # DecayedFit
 
 
@@ -287,8 +278,6 @@ def _table_add(sizes, means, used, decay, size, seconds):
         means[i, :] = 0.0
         used[0] = count + 1
     _mean_add(means[i], decay, seconds)  # settles on the smaller of two, then clips
-    used[1] += 1  # the table's clock: observations so far
-    means[i, _STAMP] = used[1]  # when this size was last observed (G4b)
 
 
 @numba.njit(nogil=True)
@@ -303,33 +292,8 @@ def _calls_add(sizes, means, used, fit, decay, size, seconds, calls):
 
 
 @numba.njit(nogil=True)
-def _refresh_prices(sizes, means, used, decay, slope):
-    """Each entry's price, ``means[:, _PRICE]``: its mean aged against the entries measured
-    since (G4b).
-
-    A settled entry ``k`` observed after ``e`` bounds it: a call of more states never costs
-    less (``C(k)`` when ``sizes[k] >= sizes[e]``), and above ``sizes[k]`` costs at most
-    ``C(k)`` per state or ``C(k) + slope (sizes[e] - sizes[k])``, the fit's extrapolation,
-    whichever is less. The part of ``e``'s mean above the least bound fades by ``decay`` per
-    observation of the table since ``e``'s last: ``bound + (mean - bound) decay^age``.
-    """
-    clock = used[1]
-    for e in range(used[0]):
-        value, stamp, size = means[e, _VALUE], means[e, _STAMP], sizes[e]
-        bound = value
-        for k in range(used[0]):
-            if means[k, _STAMP] > stamp and means[k, _COUNT] >= _SETTLE:  # settled, since
-                other = means[k, _VALUE]  # no dearer than a larger call (G4b)
-                if sizes[k] < size:  # per state no dearer than a smaller call, or its slope
-                    other = min(other * size / sizes[k], other + slope * (size - sizes[k]))
-                bound = min(bound, other)
-        means[e, _PRICE] = bound + (value - bound) * decay ** (clock - stamp)  # G4b
-
-
-@numba.njit(nogil=True)
 def _table_cost(sizes, means, used, fit, size):
-    """``C(size)`` (G4): interpolated between settled sizes' prices (aged by
-    :func:`_refresh_prices`, G4b), the fit's slope beyond them."""
+    """``C(size)`` (G4): interpolated between settled sizes, the fit's slope beyond them."""
     a, b = fit[_C0], fit[_C1]
     i = _table_index(sizes, used, size)
     lo, hi = i - 1, i
@@ -338,25 +302,24 @@ def _table_cost(sizes, means, used, fit, size):
     while hi < used and means[hi, _COUNT] < _SETTLE:
         hi += 1
     if hi < used and sizes[hi] == size:
-        return means[hi, _PRICE]  # measured: its own mean
+        return means[hi, _VALUE]  # measured: its own mean
     once = i < used and sizes[i] == size and means[i, _COUNT] > 0
-    lower = means[lo, _PRICE] if lo >= 0 else 0.0
-    upper = means[hi, _PRICE] if hi < used else 0.0
     if lo >= 0 and hi < used:  # between two settled sizes: linear interpolation
         w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
-        cost = (1.0 - w) * lower + w * upper
+        cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
         if once:  # optimistic: per state as cheap as the larger size, no cheaper than the smaller
-            cost = min(cost, max(lower, upper * size / sizes[hi]))
+            cost = min(cost, max(means[lo, _VALUE], means[hi, _VALUE] * size / sizes[hi]))
     elif lo >= 0:  # above them: the fit's slope
-        cost = lower + b * (size - sizes[lo])
+        cost = means[lo, _VALUE] + b * (size - sizes[lo])
     elif hi < used:  # below them: the fit's slope, no cheaper per state than the smallest
+        upper = means[hi, _VALUE]
         cost = upper * size / sizes[hi]  # optimistic when measured once: per state as cheap as it
         if not once:
             cost = max(upper - b * (sizes[hi] - size), cost)
     else:
         cost = a + b * size
-    if once:  # measured once: no dearer than predicted
-        cost = min(cost, means[i, _PRICE])
+    if once:
+        cost = min(cost, means[i, _VALUE])  # measured once: no dearer than predicted
     return cost
 
 
@@ -365,13 +328,6 @@ def _identified(fit):
     """:attr:`DecayedFit.identified` on its state array."""
     uu, uv, vv = fit[_UU], fit[_UV], fit[_VV]
     return uu * vv - uv * uv > 1e-9 * uu * vv
-
-
-@numba.njit(nogil=True)
-def _measured(sizes, means, used, size):
-    """Whether calls of ``size`` states have been measured (once or more)."""
-    i = _table_index(sizes, used, size)
-    return i < used and sizes[i] == size and means[i, _COUNT] > 0
 
 
 @numba.njit(nogil=True)
@@ -386,8 +342,7 @@ class CallCosts:
 
     A decaying mean per size (the first two observations settle on the smaller), interpolated
     between settled sizes and extended with the slope of a decaying least-squares fit ``a + b s``
-    (:class:`DecayedFit`) over every call. A size observed once is priced at most as predicted;
-    a size's price ages against the sizes settled since its last observation (G4b).
+    (:class:`DecayedFit`) over every call. A size observed once is priced at most as predicted.
 
     Args:
         decay: Weight of the past per observation (per size, and in the fit).
@@ -397,8 +352,8 @@ class CallCosts:
         self.decay = decay
         self.fit = DecayedFit(decay)  # a + b s over every call
         self.sizes = np.zeros(_TABLE_CAPACITY, dtype=np.int64)  # sorted, the first used[0]
-        self.means = np.zeros((_TABLE_CAPACITY, 6))  # per size: a DecayedMean, stamp, price
-        self.used = np.zeros(2, dtype=np.int64)  # sizes in use, observations so far (the clock)
+        self.means = np.zeros((_TABLE_CAPACITY, 4))  # a DecayedMean state per size
+        self.used = np.zeros(1, dtype=np.int64)
 
     def add(self, size: int, seconds: float, calls: int = 1) -> None:
         """Fold in ``calls`` calls of ``size`` states that took ``seconds`` each on average.
@@ -415,7 +370,6 @@ class CallCosts:
 
     def predict(self, size: int) -> float:
         """``C(size)`` in seconds."""
-        _refresh_prices(self.sizes, self.means, self.used, self.decay, self.fit.state[_C1])
         return float(_table_cost(self.sizes, self.means, int(self.used[0]), self.fit.state,
                                  int(size)))
 
@@ -572,7 +526,7 @@ def _plain_step_time(plain_fit):
 @numba.njit(nogil=True)
 def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engine_fit, drafting,
             plain_fit, survive, long_survive, steps, seconds, call_seconds, pseudo_count,
-            prior_weight, long_prior_weight, n, frozen, limit, cost_decay):
+            prior_weight, long_prior_weight, n, frozen, limit):
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
 
     The arguments up to ``call_seconds`` are the state's arrays (:attr:`AdaptiveState._arrays`).
@@ -580,7 +534,6 @@ def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engi
     goodput, plain steps' goodput (G2) and the best goodput if every draft were accepted (G6).
     """
     chains, used = int(n), used_size[0]
-    _refresh_prices(sizes, means, used_size, cost_decay, calls_fit[_C1])  # G4b
     per_step = drafting[_VALUE]  # d
     plain_engine = _plain_step_time(plain_fit)  # p0 (G2)
     plain_call = _table_cost(sizes, means, used, calls_fit, chains)  # C(n) (G4)
@@ -628,7 +581,7 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
         if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
             _calls_add(sizes, means, used, calls_fit, cost_decay, tau.shape[0], frozen_time,
                        1)  # C(n) (G4)
-        if call_states > 0 and (steady or not _measured(sizes, means, used[0], call_states)):
+        if call_states > 0:
             verify_time = call_time - frozen_time
             _calls_add(sizes, means, used, calls_fit, cost_decay, call_states, verify_time,
                        1)  # C(s) (G4)
@@ -719,8 +672,7 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     best, best_rate, plain, all_accepted = _decide(
         hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
         plain_fit, work[0], work[1], steps, seconds, work[4], params[_PSEUDO_COUNT],
-        scalars[_PRIOR_WEIGHT], scalars[_LONG_PRIOR_WEIGHT], float(n), frozen, limit,
-        params[_COST_DECAY])
+        scalars[_PRIOR_WEIGHT], scalars[_LONG_PRIOR_WEIGHT], float(n), frozen, limit)
     margin = 1.0 + params[_PLAIN_MARGIN]  # speculation must win by this much (G7)
     # every call had one size: a plain step tells latency from per-state cost
     unpriced = scalars[_PLAIN_MEASURED] == 0.0 and not _identified(calls_fit)
@@ -844,7 +796,6 @@ class AdaptiveState:
         self._arrays = (self.hits, self.at_risk, self.long_counts, self.calls.sizes,
                         self.calls.means, self.calls.used, self.calls.fit.state,
                         self.engine.state, self.drafting.state, self.plain_engine.state)
-        self._update_arrays = (*self._arrays[:9], self.scalars, self.params)  # _update's first
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -859,8 +810,7 @@ class AdaptiveState:
         """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
         return _decide(*self._arrays, self._survive, self._long_survive, self._steps,
                        self._seconds, self._call_seconds, self.pseudo_count, self.prior_weight,
-                       self.long_prior_weight, float(n), bool(frozen), limit,
-                       self.config.cost_decay)
+                       self.long_prior_weight, float(n), bool(frozen), limit)
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
@@ -899,7 +849,7 @@ class AdaptiveState:
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
                 chain), 0 for other drafters.
         """
-        _update(*self._update_arrays, np.asarray(tau, dtype=np.int64),
+        _update(*self._arrays[:9], self.scalars, self.params, np.asarray(tau, dtype=np.int64),
                 np.asarray(lengths, dtype=np.int64), int(call_states), float(call_time),
                 float(frozen_call_time), float(drafting_time), float(draft_steps),
                 float(round_time), bool(timed))  # G3, G4

@@ -1250,8 +1250,7 @@ class _Run:
         if self.bar.bar is not None:
             self.bar.update(int(tau.sum()) + n)
         if self.adaptive is not None:
-            states = n * (width + 1) if shortest == width else int(lengths.sum()) + n
-            self.adaptive.update(chains_np, tau, lengths, states,
+            self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
                                  time.perf_counter() - self.mark, drafting_time,
