@@ -1,0 +1,182 @@
+"""Where the adaptive rule's time goes against a fixed draft length, measured on the clock.
+
+The recorded ``langevin`` suite compares the rule with the best fixed draft length by medians
+of whole runs, and one chain's runs spread by several percent (its block efficiency and the
+machine). This script splits the gap on paired seeds, for one posterior and drafter:
+
+* ``fixed``: the speculative sampler at draft length ``g``;
+* ``forced``: the adaptive sampler with its choice replaced by ``g`` (:class:`ForcedDraftLength`:
+  every decision and update still runs and is timed, as in real use);
+* ``rule``: the adaptive sampler.
+
+``forced / fixed - 1`` is the rule's own work (the policy's decisions and updates, the sampler's
+adaptive bookkeeping); ``rule / forced - 1`` is its choice (the lengths it drafts, its switches,
+its start-up and any plain steps). Times are the process's CPU time (one thread: less disturbed
+by other jobs than the wall clock, which is reported too); each difference is the mean of the
+per-seed ratios with its standard error. :mod:`adaptive_replay` prices the rule's decisions by
+a fitted cost model instead (no clock); :mod:`adaptive_simulation` simulates a chain.
+
+Run:
+
+    OMP_NUM_THREADS=1 python benchmarks/adaptive_gap.py eight_schools free --fixed 16 --seeds 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import attrs  # noqa: E402
+import torch  # noqa: E402
+
+import gaussspec as gs  # noqa: E402
+from gaussspec.benchmarking import harness  # noqa: E402
+from gaussspec.benchmarking.adapter_suites import load_bench_module  # noqa: E402
+from gaussspec.benchmarking.allocator import pin_glibc_heap  # noqa: E402
+from gaussspec.benchmarking.report import Column, markdown_table  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _positive(instance, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+
+
+@attrs.frozen
+class ForcedDraftLength(gs.AdaptiveDraftLength):
+    """The adaptive rule, every decision and update run and timed, drafting ``forced`` always.
+
+    A round drafts ``min(forced, remaining - 1)``; at the chain's last step the rule's own
+    action (a plain step) stands.
+    """
+
+    forced: int = attrs.field(default=16, validator=_positive, kw_only=True)
+
+    def start(self, num_chains: int) -> gs.adaptive.AdaptiveState:
+        state = super().start(num_chains)
+        choose = state.choose
+
+        def forced_choose(n: int, frozen: bool, remaining: int) -> tuple[int, int]:
+            action = choose(n, frozen, remaining)  # the rule's work, its answer set aside
+            return (min(self.forced, remaining - 1), 0) if remaining > 1 else action
+
+        state.choose = forced_choose
+        return state
+
+
+def _mean_ratio(numerators: list[float], denominators: list[float]) -> tuple[float, float]:
+    """Mean and standard error of ``numerator / denominator - 1`` over paired runs."""
+    ratios = [a / b - 1.0 for a, b in zip(numerators, denominators)]
+    error = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else math.nan
+    return statistics.mean(ratios), error
+
+
+def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: int,
+            max_draft_length: int) -> dict:
+    """Run the three contenders on ``seeds`` paired seeds; returns the rows and the split."""
+    bench = load_bench_module("langevin")
+    names = [n for n in bench.langevin.posterior_names() if n.startswith(posterior)]
+    if not names:
+        raise SystemExit(f"no posterior starts with {posterior!r}")
+    setup = bench._Setup(names[0], steps, 1)
+    drafter = bench.make_drafter(drafter_name, setup.target, setup.post, setup.fit)
+
+    def adaptive(policy, label):
+        return harness.Contender(label, gs.SpeculativeSampler(
+            setup.target, drafter, policy, "block", "gamma"), {"kind": harness.ADAPTIVE})
+
+    contenders = {
+        "fixed": harness.speculative(setup.target, drafter, fixed),
+        "forced": adaptive(ForcedDraftLength(max_draft_length=max_draft_length, forced=fixed),
+                           f"rule forced to g={fixed}"),
+        "rule": adaptive(gs.AdaptiveDraftLength(max_draft_length=max_draft_length), "rule"),
+    }
+    for contender in contenders.values():  # warm-up: compilations, first-call costs
+        harness._run_once(contender, setup.target, setup.x0, 5)
+    gc.collect()
+    runs = {key: [] for key in contenders}
+    for seed in range(1000, 1000 + seeds):
+        for key, contender in contenders.items():
+            stats, wall, cpu = harness._run_once(contender, setup.target, setup.x0, seed)
+            runs[key].append({"cpu_s": cpu, "wall_s": wall, "rounds": stats.rounds,
+                              "block_efficiency": stats.block_efficiency,
+                              "mean_draft_length":  # drafted positions per chain-round
+                                  stats.draft_evaluations / max(stats.chain_rounds, 1)})
+    rows = []
+    for key, contender in contenders.items():
+        values = runs[key]
+        cpu = [v["cpu_s"] for v in values]
+        rows.append({
+            "contender": contender.label if key != "fixed" else f"fixed g={fixed}",
+            "cpu_ms": statistics.mean(cpu) * 1e3,
+            "wall_ms": statistics.median(v["wall_s"] for v in values) * 1e3,
+            "rounds": statistics.mean(v["rounds"] for v in values),
+            "block_efficiency": statistics.mean(v["block_efficiency"] for v in values),
+            "mean_draft_length": statistics.mean(v["mean_draft_length"] for v in values),
+            "cpu_us_per_round": statistics.mean(v["cpu_s"] / v["rounds"] for v in values) * 1e6,
+            "runs": values,
+        })
+    cpu = {key: [v["cpu_s"] for v in values] for key, values in runs.items()}
+    split = {
+        "own_work": _mean_ratio(cpu["forced"], cpu["fixed"]),  # forced / fixed - 1
+        "choice": _mean_ratio(cpu["rule"], cpu["forced"]),  # rule / forced - 1
+        "total": _mean_ratio(cpu["rule"], cpu["fixed"]),  # rule / fixed - 1
+    }
+    return {"posterior": names[0], "drafter": drafter_name, "fixed": fixed, "steps": steps,
+            "seeds": seeds, "rows": rows, "split": split}
+
+
+def report(result: dict) -> str:
+    """The markdown report: the contenders, then the split of the gap."""
+    columns = [Column("contender", "contender"), Column("CPU ms (mean)", "cpu_ms", "{:.1f}"),
+               Column("wall ms (median)", "wall_ms", "{:.1f}"),
+               Column("rounds", "rounds", "{:.0f}"),
+               Column("block eff.", "block_efficiency", "{:.2f}"),
+               Column("mean g", "mean_draft_length", "{:.2f}"),
+               Column("CPU us / round", "cpu_us_per_round", "{:.0f}")]
+    split_rows = [{"part": part, "mean": mean, "error": error}
+                  for part, (mean, error) in result["split"].items()]
+    split_columns = [Column("part of the gap (CPU time)", "part"),
+                     Column("mean", "mean", "{:+.1%}"), Column("s.e.", "error", "{:.1%}")]
+    head = (f"Adaptive rule against fixed g = {result['fixed']}: {result['posterior']}, "
+            f"{result['drafter']} drafter, one chain of {result['steps']} steps, "
+            f"{result['seeds']} paired seeds. own_work = forced / fixed - 1, choice = rule / "
+            "forced - 1, total = rule / fixed - 1 (means of per-seed ratios).")
+    return "\n\n".join([head, markdown_table(columns, result["rows"]),
+                        markdown_table(split_columns, split_rows)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("posterior", help="a posterior name (prefix) of the Langevin adapter")
+    parser.add_argument("drafter", choices=["free", "frozen", "laplace"])
+    parser.add_argument("--fixed", type=int, default=16, help="the fixed draft length compared")
+    parser.add_argument("--seeds", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--max-draft-length", type=int, default=32)
+    parser.add_argument("--allocator", choices=["pinned", "default"], default="pinned",
+                        help="pin glibc's heap thresholds as gaussspec bench does (default)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    if args.allocator == "pinned":
+        pin_glibc_heap()
+    result = measure(args.posterior, args.drafter, args.fixed, args.seeds, args.steps,
+                     args.max_draft_length)
+    text = report(result)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"adaptive_gap_{result['posterior']}_{args.drafter}_g{args.fixed}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    stem.with_suffix(".md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

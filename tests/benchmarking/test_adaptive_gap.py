@@ -1,0 +1,51 @@
+"""The gap split (benchmarks/adaptive_gap.py): the forced rule drafts its length, the report adds up."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gaussspec as gs
+from gaussspec.testing import chains
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "adaptive_gap.py"
+
+
+@pytest.fixture(scope="module")
+def gap():
+    spec = importlib.util.spec_from_file_location("adaptive_gap", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_forced_rule_drafts_its_length_in_every_round_the_chain_allows(gap):
+    """The rule's work runs, its choice does not: every round drafts ``forced`` (fewer only where
+    the chain's end caps it), so the forced run measures the machinery at a fixed length."""
+    kernel = chains.OrnsteinUhlenbeckKernel(dimension=3, step_size=0.1, num_steps=200)
+    drafter = gs.KernelDrafter(chains.OrnsteinUhlenbeckKernel(
+        dimension=3, step_size=0.1, num_steps=200, perturbation=0.05))
+    policy = gap.ForcedDraftLength(max_draft_length=16, forced=5)
+    sampler = gs.SpeculativeSampler(kernel, drafter, draft_length=policy)
+    x0 = torch.zeros(2, 3, dtype=torch.float64)
+    stats = sampler.sample(x0, generator=torch.Generator().manual_seed(0)).stats
+    drafted = np.array(stats.drafted_by_position)
+    assert drafted[5:].sum() == 0  # never beyond the forced length
+    assert drafted[4] >= stats.chain_rounds - 2 * 2  # all but the chains' last rounds draft 5
+    with pytest.raises(ValueError, match="forced must be an integer >= 1"):
+        gap.ForcedDraftLength(forced=0)
+
+
+def test_the_split_is_the_mean_of_paired_ratios(gap):
+    mean, error = gap._mean_ratio([1.1, 1.3], [1.0, 1.0])
+    assert mean == pytest.approx(0.2) and error == pytest.approx(0.1)
+    result = {"posterior": "p", "drafter": "free", "fixed": 16, "steps": 10, "seeds": 2,
+              "rows": [{"contender": "fixed g=16", "cpu_ms": 1.0, "wall_ms": 1.0, "rounds": 3,
+                        "block_efficiency": 3.3, "mean_draft_length": 16.0,
+                        "cpu_us_per_round": 300.0}],
+              "split": {"own_work": (0.02, 0.01), "choice": (0.03, 0.02),
+                        "total": (0.05, 0.02)}}
+    text = gap.report(result)
+    assert "| own_work | +2.0% | 1.0% |" in text and "| fixed g=16 | 1.0 |" in text
