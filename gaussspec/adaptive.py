@@ -106,6 +106,17 @@ recent counts (about ten rounds) move the modelled top around it; the pooled cou
 chains are ``sqrt(n)`` times less noisy, and there the margin would only delay real changes (16
 DDPM chains with the full margin drafted 10.9 on average where 8 is best, +15% against it).
 
+Where rounds are short, a decision is kept for the next rounds (G9): once speculation has won
+again after a speculative round (past the start-up of G6; never an exploration round of G5), its
+``g`` is kept for as many rounds as the model expects to fit in ``_DECISION_WINDOW`` = 5 ms (at
+most ``_MAX_HELD_ROUNDS`` = 8), and those rounds' reports are folded, in order and unchanged,
+before the next decision. The policy's work cost a one-chain Langevin round of 1.1-1.5 ms 30-50
+us, +2.0..+5.5% against the same sampler at a fixed length (``benchmarks/adaptive_gap.py``, the
+rule forced to that length: 1061 -> 1108 us a round on eight_schools, 1112 -> 1151 on arK), more
+than its choice of ``g`` cost (-0.4..+3.1%); kept decisions cut it to 9-18 us (1139 -> 1157,
+1127 -> 1136 us). Rounds of 2.5 ms or more (16 DDPM chains, slow targets) decide every round as
+before; the chains' count changing, or fewer steps left than ``g`` needs, decide at once.
+
 Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
 whole run keeps the target chain's law.
 """
@@ -127,6 +138,8 @@ _CLIP = 3.0  # a cost observation counts at most _CLIP times its prediction (pre
 _SETTLE = 2  # observations before an engine-time estimate is trusted (and averaged)
 _LONG_DECAY = 0.99  # the counts' long memory, per round (or per _DECAY_STEPS chain-steps) (G3b)
 _DECAY_STEPS = 5.0  # chain-steps (per chain) over which the counts decay by ``decay`` (G3)
+_DECISION_WINDOW = 0.005  # seconds of modelled rounds that keep a speculative decision (G9)
+_MAX_HELD_ROUNDS = 8  # rounds one decision is kept for, at most (G9)
 
 
 def _positive(instance, attribute, value):
@@ -796,6 +809,10 @@ class AdaptiveState:
         self._arrays = (self.hits, self.at_risk, self.long_counts, self.calls.sizes,
                         self.calls.means, self.calls.used, self.calls.fit.state,
                         self.engine.state, self.drafting.state, self.plain_engine.state)
+        self._update_arrays = (*self._arrays[:9], self.scalars, self.params)  # _update's first
+        # G9: a speculative decision kept for the next rounds, and their reports not yet folded
+        self._held_rounds, self._held_action, self._held_chains = 0, (0, 0), 0
+        self._pending: list[tuple] = []
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -804,6 +821,7 @@ class AdaptiveState:
 
         The two arrays are this state's buffers, overwritten by the next call.
         """
+        self._fold_pending()
         return self._decide(n, frozen, len(self._steps))[2], self._steps, self._seconds
 
     def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
@@ -819,8 +837,28 @@ class AdaptiveState:
             ``(g, burst)``: a speculative round with draft length ``g >= 1``, or ``g = 0`` and
             ``burst`` plain steps.
         """
-        return _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
-                       bool(frozen), int(remaining))
+        g = self._held_action[0]
+        if self._held_rounds > 0 and n == self._held_chains and g < remaining:
+            self._held_rounds -= 1  # the last decision is kept (G9)
+            return self._held_action
+        self._fold_pending()
+        action = _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
+                         bool(frozen), int(remaining))
+        g, scalars = action[0], self.scalars
+        if (g > 0 and scalars[_PLAIN_TIME] == 0.0 and self._seconds[g - 1] > 0.0
+                and scalars[_EVIDENCE] >= self.params[_MIN_EVIDENCE]):
+            # speculation won again after a round, past the start-up (G6; not an exploration
+            # round, G5): kept while the rounds it expects fit in the decision window (G9)
+            held = int(_DECISION_WINDOW / self._seconds[g - 1])
+            self._held_rounds = min(max(held - 1, 0), _MAX_HELD_ROUNDS - 1)
+            self._held_action, self._held_chains = action, n
+        return action
+
+    def _fold_pending(self) -> None:
+        """Fold the reports of the rounds run on a kept decision (G9), in their order."""
+        for report in self._pending:
+            _update(*self._update_arrays, *report)  # G3, G4
+        self._pending.clear()
 
     def _plain_step_engine(self) -> float:
         """``p0``: the engine's time per plain step of a full burst (G2), its fixed cost spread."""
@@ -849,10 +887,14 @@ class AdaptiveState:
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
                 chain), 0 for other drafters.
         """
-        _update(*self._arrays[:9], self.scalars, self.params, np.asarray(tau, dtype=np.int64),
-                np.asarray(lengths, dtype=np.int64), int(call_states), float(call_time),
-                float(frozen_call_time), float(drafting_time), float(draft_steps),
-                float(round_time), bool(timed))  # G3, G4
+        report = (np.asarray(tau, dtype=np.int64), np.asarray(lengths, dtype=np.int64),
+                  int(call_states), float(call_time), float(frozen_call_time),
+                  float(drafting_time), float(draft_steps), float(round_time), bool(timed))
+        if self._held_rounds > 0:  # folded before the next decision (G9)
+            self._pending.append(report)
+            return
+        self._fold_pending()
+        _update(*self._update_arrays, *report)  # G3, G4
 
     def update_plain(self, n: int, steps: int, call_time: float, burst_time: float,
                      timed: bool = True) -> None:
@@ -866,6 +908,8 @@ class AdaptiveState:
             timed: False when the burst paid a one-time cost (a compilation): its times are
                 then left out; the chains still moved on.
         """
+        self._fold_pending()
+        self._held_rounds = 0
         if timed:
             self.calls.add(n, call_time / steps, steps)  # C(n) (G4): the burst's mean call
             self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2
