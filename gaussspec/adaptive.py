@@ -870,6 +870,10 @@ class AdaptiveState:
                round_time, drafting_time, timed=True, frozen_call_time=0.0):
         """Fold one speculative round's outcome into the estimates.
 
+        A round run on a kept decision (G9) is folded before the next decision (or
+        :meth:`rates`, or a plain burst's report): until then the state's counts and scalars
+        do not show it.
+
         Args:
             chains: The round's chain indices (unused: counts are pooled over chains).
             tau: Accepted lengths per chain.
@@ -890,8 +894,8 @@ class AdaptiveState:
         report = (np.asarray(tau, dtype=np.int64), np.asarray(lengths, dtype=np.int64),
                   int(call_states), float(call_time), float(frozen_call_time),
                   float(drafting_time), float(draft_steps), float(round_time), bool(timed))
-        if self._held_rounds > 0:  # folded before the next decision (G9)
-            self._pending.append(report)
+        if self._held_rounds > 0:  # folded before the next decision (G9): copies, in case
+            self._pending.append((report[0].copy(), report[1].copy(), *report[2:]))  # reused
             return
         self._fold_pending()
         _update(*self._update_arrays, *report)  # G3, G4

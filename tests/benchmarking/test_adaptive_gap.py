@@ -1,8 +1,5 @@
 """The gap split (benchmarks/adaptive_gap.py): the forced rule drafts its length, the report adds up."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -10,15 +7,10 @@ import torch
 import gaussspec as gs
 from gaussspec.testing import chains
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "adaptive_gap.py"
-
 
 @pytest.fixture(scope="module")
-def gap():
-    spec = importlib.util.spec_from_file_location("adaptive_gap", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gap(benchmark_script):
+    return benchmark_script("adaptive_gap")
 
 
 def test_the_forced_rule_drafts_its_length_in_every_round_the_chain_allows(gap):

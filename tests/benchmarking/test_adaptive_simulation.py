@@ -1,22 +1,14 @@
 """The decision simulation (benchmarks/adaptive_simulation.py) prices runs as its model says."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import gaussspec as gs
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "adaptive_simulation.py"
-
 
 @pytest.fixture(scope="module")
-def simulation():
-    spec = importlib.util.spec_from_file_location("adaptive_simulation", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def simulation(benchmark_script):
+    return benchmark_script("adaptive_simulation")
 
 
 def test_a_fixed_draft_length_runs_at_its_expected_goodput(simulation):
