@@ -45,11 +45,6 @@ from gaussspec.benchmarking.report import Column, markdown_table  # noqa: E402
 torch.set_num_threads(1)
 
 
-def _positive(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
-
-
 @attrs.frozen
 class ForcedDraftLength(gs.AdaptiveDraftLength):
     """The adaptive rule, every decision and update run and timed, drafting ``forced`` always.
@@ -58,7 +53,7 @@ class ForcedDraftLength(gs.AdaptiveDraftLength):
     action (a plain step) stands.
     """
 
-    forced: int = attrs.field(default=16, validator=_positive, kw_only=True)
+    forced: int = attrs.field(default=16, validator=gs.adaptive._positive, kw_only=True)
 
     def start(self, num_chains: int) -> gs.adaptive.AdaptiveState:
         state = super().start(num_chains)
@@ -82,12 +77,8 @@ def _mean_ratio(numerators: list[float], denominators: list[float]) -> tuple[flo
 def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: int,
             max_draft_length: int) -> dict:
     """Run the three contenders on ``seeds`` paired seeds; returns the rows and the split."""
-    bench = load_bench_module("langevin")
-    names = [n for n in bench.langevin.posterior_names() if n.startswith(posterior)]
-    if not names:
-        raise SystemExit(f"no posterior starts with {posterior!r}")
-    setup = bench._Setup(names[0], steps, 1)
-    drafter = bench.make_drafter(drafter_name, setup.target, setup.post, setup.fit)
+    name, setup, drafter = load_bench_module("langevin").one_chain_setup(posterior, drafter_name,
+                                                                          steps)
 
     def adaptive(policy, label):
         return harness.Contender(label, gs.SpeculativeSampler(
@@ -130,7 +121,7 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
         "choice": _mean_ratio(cpu["rule"], cpu["forced"]),  # rule / forced - 1
         "total": _mean_ratio(cpu["rule"], cpu["fixed"]),  # rule / fixed - 1
     }
-    return {"posterior": names[0], "drafter": drafter_name, "fixed": fixed, "steps": steps,
+    return {"posterior": name, "drafter": drafter_name, "fixed": fixed, "steps": steps,
             "seeds": seeds, "rows": rows, "split": split}
 
 

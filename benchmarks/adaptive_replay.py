@@ -99,12 +99,8 @@ def main() -> None:
     args = parser.parse_args()
     variants = args.variant if args.variant is not None else [""]
 
-    bench = load_bench_module("langevin")
-    names = [n for n in bench.langevin.posterior_names() if n.startswith(args.posterior)]
-    if not names:
-        raise SystemExit(f"no posterior starts with {args.posterior!r}")
-    setup = bench._Setup(names[0], args.steps, 1)
-    drafter = bench.make_drafter(args.drafter, setup.target, setup.post, setup.fit)
+    name, setup, drafter = load_bench_module("langevin").one_chain_setup(
+        args.posterior, args.drafter, args.steps)
     a, b, p = fit_costs(setup, drafter, args.fixed)
 
     def modelled(log):  # the cost model on a run's actions
@@ -144,15 +140,15 @@ def main() -> None:
                Column("vs best fixed", "vs_best_fixed", "{:+.1%}"),
                Column("vs plain", "vs_plain", "{:+.1%}")]
     table = markdown_table(columns, rows)
-    head = (f"Decision replay, {names[0]}, {args.drafter} drafter, {args.steps} steps, "
+    head = (f"Decision replay, {name}, {args.drafter} drafter, {args.steps} steps, "
             f"{args.seeds} seeds; round {a * 1e3:.3f} + {b * 1e3:.4f} g ms, plain step "
             f"{p * 1e3:.4f} ms (fitted to this process's fixed-length and plain runs).")
     print(head + "\n\n" + table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"adaptive_replay_{names[0]}_{args.drafter}"
+    stem = out / f"adaptive_replay_{name}_{args.drafter}"
     stem.with_suffix(".json").write_text(json.dumps(
-        {"posterior": names[0], "drafter": args.drafter, "steps": args.steps,
+        {"posterior": name, "drafter": args.drafter, "steps": args.steps,
          "seeds": args.seeds, "round_intercept_s": a, "round_per_position_s": b,
          "plain_step_s": p, "rows": rows}, indent=1))
     stem.with_suffix(".md").write_text(head + "\n\n" + table + "\n")

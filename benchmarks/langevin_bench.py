@@ -134,6 +134,19 @@ class _Setup:
         return gs.SpeculativeSampler(self.target, drafter, draft_length=gamma)
 
 
+def one_chain_setup(prefix: str, drafter_kind: str, steps: int):
+    """``(name, setup, drafter)``: one chain of the first posterior named ``prefix...``.
+
+    Raises:
+        SystemExit: no posterior's name starts with ``prefix``.
+    """
+    names = [n for n in langevin.posterior_names() if n.startswith(prefix)]
+    if not names:
+        raise SystemExit(f"no posterior starts with {prefix!r}")
+    setup = _Setup(names[0], steps, 1)
+    return names[0], setup, make_drafter(drafter_kind, setup.target, setup.post, setup.fit)
+
+
 def measure(setup: _Setup, kind: str, gamma: int, repeats: int) -> dict:
     """One configuration: interleaved plain / speculative runs and their counters."""
     times, plain, spec = _interleaved(setup.target, setup.sampler(kind, gamma), setup.x0, repeats)

@@ -841,7 +841,8 @@ class AdaptiveState:
         if self._held_rounds > 0 and n == self._held_chains and g < remaining:
             self._held_rounds -= 1  # the last decision is kept (G9)
             return self._held_action
-        self._fold_pending()
+        if self._pending:
+            self._fold_pending()
         action = _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
                          bool(frozen), int(remaining))
         g, scalars = action[0], self.scalars
@@ -897,7 +898,8 @@ class AdaptiveState:
         if self._held_rounds > 0:  # folded before the next decision (G9): copies, in case
             self._pending.append((report[0].copy(), report[1].copy(), *report[2:]))  # reused
             return
-        self._fold_pending()
+        if self._pending:
+            self._fold_pending()
         _update(*self._update_arrays, *report)  # G3, G4
 
     def update_plain(self, n: int, steps: int, call_time: float, burst_time: float,

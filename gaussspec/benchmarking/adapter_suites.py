@@ -34,6 +34,24 @@ COLUMNS = (Column("case", "case"), Column("sampler", "label"),
            Column("speed-up", "speedup", "{:.2f}x"))
 
 
+def load_script(stem: str):
+    """Import the script ``benchmarks/<stem>.py`` (not a package) as a fresh module.
+
+    Raises:
+        ImportError: The script is not there (an installed wheel) or it fails to import.
+    """
+    path = ROOT / "benchmarks" / f"{stem}.py"
+    if not path.is_file():
+        raise ImportError(f"{path} not found (run from a source checkout of gaussspec)")
+    spec = importlib.util.spec_from_file_location(f"_gaussspec_{stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - any failure means: skip this suite with a note
+        raise ImportError(f"cannot import {path.name}: {type(error).__name__}: {error}") from error
+    return module
+
+
 def load_bench_module(name: str):
     """Import ``benchmarks/<name>_bench.py`` (which imports the adapter) as a module.
 
@@ -41,16 +59,7 @@ def load_bench_module(name: str):
         ImportError: The script is not there (an installed wheel) or it, or its adapter, fails
             to import.
     """
-    path = ROOT / "benchmarks" / f"{name}_bench.py"
-    if not path.is_file():
-        raise ImportError(f"{path} not found (run from a source checkout of gaussspec)")
-    spec = importlib.util.spec_from_file_location(f"_gaussspec_{name}_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:  # noqa: BLE001 - any failure means: skip this suite with a note
-        raise ImportError(f"cannot import {path.name}: {type(error).__name__}: {error}") from error
-    return module
+    return load_script(f"{name}_bench")
 
 
 def _range(row) -> str:
