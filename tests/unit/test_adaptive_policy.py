@@ -169,11 +169,33 @@ def test_policy_tells_latency_from_per_state_cost_before_repeating_a_draft_lengt
     # two rounds settle the engine-time estimate
     feed(state, np.full(8, 8), 8, call=0.018, draft_step=2e-4, engine=1e-3, rounds=2)
     assert not state.calls.fit.identified
-    assert state.choose(8, False, 400) == (0, 1)  # g = 8 again would teach nothing: a plain step
-    state.update_plain(8, 1, 0.002, 0.0022)  # 8 states: 2 ms; 72 states: 18 ms (per-state cost)
+    assert state.choose(8, False, 400) == (0, 2)  # g = 8 again would teach nothing: plain steps
+    state.update_plain(8, 2, 0.004, 0.0044)  # 8 states: 2 ms; 72 states: 18 ms (per-state cost)
+    assert state.calls.settled(8)  # two steps: C(n) is priced as measured, not optimistically
     assert state.calls.fit.identified
     np.testing.assert_allclose(state.calls.fit.coefficients, (0.0, 0.018 / 72), atol=1e-9)
     assert state.choose(8, False, 400)[0] == 0  # plain wins on a throughput-bound target
+
+
+def test_a_start_up_round_of_another_size_tells_latency_from_per_state_cost():
+    """G6: while every call had one size, the next start-up round calls another size when it
+    drafts another length, and that identifies C(s) without plain steps; where speculation wins by
+    far on the costs so identified, no plain step runs at all (they cost three steps' time on
+    eight chains of a latency-bound 600-step run, about 2 of its 46 rounds)."""
+    state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
+    assert state.choose(8, False, 400) == (4, 0)
+    feed(state, np.full(8, 4), 4, call=0.006, draft_step=2e-4, engine=7e-4, rounds=1)
+    assert not state.calls.fit.identified
+    g, burst = state.choose(8, False, 400)
+    assert g > 4 and burst == 0  # all four accepted: a longer draft, which calls another size
+    feed(state, np.full(8, g), g, call=0.006, draft_step=2e-4, engine=7e-4, rounds=1)
+    assert state.calls.fit.identified and not state.plain_measured
+    assert state.calls.predict(8) == pytest.approx(0.006)  # latency-bound: C(8) = C(40)
+    for _ in range(5):
+        g, burst = state.choose(8, False, 400)
+        assert g >= 8 and burst == 0  # speculation wins on the measured costs: no plain probe
+        feed(state, np.full(8, g), g, call=0.006, draft_step=2e-4, engine=7e-4, rounds=1)
+    assert not state.plain_measured
 
 
 def test_a_round_or_burst_that_compiled_is_not_timed():
