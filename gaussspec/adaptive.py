@@ -838,6 +838,20 @@ class AdaptiveState:
         self._fold_pending()
         return self._decide(n, frozen, len(self._steps))[2], self._steps, self._seconds
 
+    def survival(self) -> np.ndarray:
+        """``S_i = P(tau >= i)``, i = 1..G, as the rule judges it now (a copy).
+
+        The recent counts' curve shrunk towards the long memory's (G3, G3b), with every kept
+        round folded in (G9): the curve the next decision prices rounds by, where the module's
+        :func:`survival` gives one memory's curve from counts passed in.
+        """
+        if self._pending:
+            self._fold_pending()
+        _two_memory_survival_into(self.hits, self.at_risk, self.long_counts, self.pseudo_count,
+                                  self.prior_weight, self.long_prior_weight, self._survive,
+                                  self._long_survive)  # G3, G3b
+        return self._survive.copy()
+
     def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
         """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
         return _decide(*self._arrays, self._survive, self._long_survive, self._steps,

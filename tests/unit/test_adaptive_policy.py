@@ -153,6 +153,25 @@ def feed(state, tau, g, call, draft_step, engine, n=8, rounds=20):
                      call + draft_step * g + engine, draft_step * g)
 
 
+def test_state_survival_is_the_curve_the_rule_prices_rounds_by():
+    """``AdaptiveState.survival``: the two memories' curve (G3b) behind ``rates`` (G1), not one
+    memory's: after a drop in acceptance it lies between the recent and the long counts'."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8).start(1)
+    for _ in range(60):  # a long stretch accepting every draft
+        feed(state, np.full(1, 8), 8, call=0.002, draft_step=2e-4, engine=1e-3, n=1, rounds=1)
+    for tau in (1, 0, 2):  # then three poor rounds
+        feed(state, np.full(1, tau), 8, call=0.002, draft_step=2e-4, engine=1e-3, n=1, rounds=1)
+    survive = state.survival()
+    recent = adaptive.survival(state.hits, state.at_risk, state.pseudo_count, state.prior_weight)
+    steady = adaptive.survival(*state.long_counts, state.pseudo_count, state.long_prior_weight)
+    assert np.all(recent[2:] < survive[2:]) and np.all(survive[2:] < steady[2:])
+    plain, steps, seconds = state.rates(1, False)
+    np.testing.assert_allclose(steps, 1.0 + np.cumsum(survive))  # n (1 + sum_{i<=g} S_i) (G1)
+    kept = survive.copy()
+    survive[:] = 0.0  # a copy: the state's buffers are untouched
+    np.testing.assert_array_equal(state.survival(), kept)
+
+
 def test_policy_drafts_long_when_calls_are_expensive_and_drafts_good():
     state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
     assert state.choose(8, False, 400) == (4, 0)  # the initial draft length
