@@ -103,8 +103,9 @@ call a size already measured gives way to ``_PLAIN_PROBE`` = 2 plain steps, whic
 at once. Eight chains of the adaptive suite's good draft (c = 30, 600 steps, about 46 rounds)
 otherwise spent three plain steps on it (one, then two more as the one priced ``C(n)``
 optimistically): about 2 rounds' time, +3.7% against the best fixed length, -1.9% without them
-(5 interleaved repeats). Speculation must beat plain steps by ``plain_margin`` in the model (G7): measured costs are a few percent
-off, and near a tie that error would otherwise pick the loser.
+(5 interleaved repeats; +5.7% -> +0.6% in the recorded suite). Speculation must beat plain
+steps by ``plain_margin`` in the model (G7): measured costs are a few percent off, and near a
+tie that error would otherwise pick the loser.
 
 While speculation wins, the rule keeps the last ``g`` unless the best one beats it by
 ``switch_margin / sqrt(n)`` in the model (G8): goodput is flat near its top, and one chain's
@@ -323,7 +324,7 @@ def _table_cost(sizes, means, used, fit, size):
         hi += 1
     if hi < used and sizes[hi] == size:
         return means[hi, _VALUE]  # measured: its own mean
-    once = i < used and sizes[i] == size and means[i, _COUNT] > 0
+    once = _measured(sizes, means, used, size)  # measured, not settled (returned above)
     if lo >= 0 and hi < used:  # between two settled sizes: linear interpolation
         w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
         cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
@@ -351,8 +352,8 @@ def _identified(fit):
 
 
 @numba.njit(nogil=True)
-def _settled_or_once(sizes, means, used, size):
-    """Whether calls of ``size`` states have been measured at all."""
+def _measured(sizes, means, used, size):
+    """Whether calls of ``size`` states have been measured at all (once, or settled)."""
     i = _table_index(sizes, used, size)
     return i < used and sizes[i] == size and means[i, _COUNT] > 0
 
@@ -708,7 +709,7 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
         # too few rounds to give up on, unless the costs alone decide (G6); and the costs
         # decide only once two rounds are timed (one may have paid a one-time cost)
         g = max(best + 1, min(int(params[_INITIAL_DRAFT]), limit))
-        if unpriced and _settled_or_once(sizes, means, used[0], n * (g + 1)):
+        if unpriced and _measured(sizes, means, used[0], n * (g + 1)):
             return 0, _PLAIN_PROBE  # the round would not tell them apart: plain steps do
         scalars[_LAST] = g
         return g, 0
