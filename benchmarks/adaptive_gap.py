@@ -13,7 +13,8 @@ machine). This script splits the gap on paired seeds, for one posterior and draf
 adaptive bookkeeping); ``rule / forced - 1`` is its choice (the lengths it drafts, its switches,
 its start-up and any plain steps). Times are the process's CPU time (one thread: less disturbed
 by other jobs than the wall clock, which is reported too); each difference is the mean of the
-per-seed ratios with its standard error. :mod:`adaptive_replay` prices the rule's decisions by
+per-seed ratios with its standard error, and their median (one seed slowed by the machine moves
+the mean by its share, not the median). :mod:`adaptive_replay` prices the rule's decisions by
 a fitted cost model instead (no clock); :mod:`adaptive_simulation` simulates a chain.
 
 Run:
@@ -67,11 +68,13 @@ class ForcedDraftLength(gs.AdaptiveDraftLength):
         return state
 
 
-def _mean_ratio(numerators: list[float], denominators: list[float]) -> tuple[float, float]:
-    """Mean and standard error of ``numerator / denominator - 1`` over paired runs."""
+def _paired_ratios(numerators: list[float], denominators: list[float]) -> dict:
+    """``numerator / denominator - 1`` over paired runs: its mean with the standard error, and
+    its median (one run slowed by the machine moves the mean by its share, not the median)."""
     ratios = [a / b - 1.0 for a, b in zip(numerators, denominators)]
     error = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else math.nan
-    return statistics.mean(ratios), error
+    return {"mean": statistics.mean(ratios), "error": error,
+            "median": statistics.median(ratios)}
 
 
 def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: int,
@@ -90,6 +93,8 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
                            f"rule forced to g={fixed}"),
         "rule": adaptive(gs.AdaptiveDraftLength(max_draft_length=max_draft_length), "rule"),
     }
+    harness.warm_up()  # every compiled path, the policy's plain-burst report included (a run
+    # whose rule first took a plain step compiled it: 405 against 200 ms CPU, one arK seed)
     for contender in contenders.values():  # warm-up: compilations, first-call costs
         harness._run_once(contender, setup.target, setup.x0, 5)
     gc.collect()
@@ -117,9 +122,9 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
         })
     cpu = {key: [v["cpu_s"] for v in values] for key, values in runs.items()}
     split = {
-        "own_work": _mean_ratio(cpu["forced"], cpu["fixed"]),  # forced / fixed - 1
-        "choice": _mean_ratio(cpu["rule"], cpu["forced"]),  # rule / forced - 1
-        "total": _mean_ratio(cpu["rule"], cpu["fixed"]),  # rule / fixed - 1
+        "own_work": _paired_ratios(cpu["forced"], cpu["fixed"]),  # forced / fixed - 1
+        "choice": _paired_ratios(cpu["rule"], cpu["forced"]),  # rule / forced - 1
+        "total": _paired_ratios(cpu["rule"], cpu["fixed"]),  # rule / fixed - 1
     }
     return {"posterior": name, "drafter": drafter_name, "fixed": fixed, "steps": steps,
             "seeds": seeds, "rows": rows, "split": split}
@@ -133,14 +138,14 @@ def report(result: dict) -> str:
                Column("block eff.", "block_efficiency", "{:.2f}"),
                Column("mean g", "mean_draft_length", "{:.2f}"),
                Column("CPU us / round", "cpu_us_per_round", "{:.0f}")]
-    split_rows = [{"part": part, "mean": mean, "error": error}
-                  for part, (mean, error) in result["split"].items()]
+    split_rows = [{"part": part, **ratios} for part, ratios in result["split"].items()]
     split_columns = [Column("part of the gap (CPU time)", "part"),
-                     Column("mean", "mean", "{:+.1%}"), Column("s.e.", "error", "{:.1%}")]
+                     Column("mean", "mean", "{:+.1%}"), Column("s.e.", "error", "{:.1%}"),
+                     Column("median", "median", "{:+.1%}")]
     head = (f"Adaptive rule against fixed g = {result['fixed']}: {result['posterior']}, "
             f"{result['drafter']} drafter, one chain of {result['steps']} steps, "
             f"{result['seeds']} paired seeds. own_work = forced / fixed - 1, choice = rule / "
-            "forced - 1, total = rule / fixed - 1 (means of per-seed ratios).")
+            "forced - 1, total = rule / fixed - 1 (means and medians of per-seed ratios).")
     return "\n\n".join([head, markdown_table(columns, result["rows"]),
                         markdown_table(split_columns, split_rows)])
 

@@ -30,14 +30,17 @@ def test_the_forced_rule_drafts_its_length_in_every_round_the_chain_allows(gap):
         gap.ForcedDraftLength(forced=0)
 
 
-def test_the_split_is_the_mean_of_paired_ratios(gap):
-    mean, error = gap._mean_ratio([1.1, 1.3], [1.0, 1.0])
-    assert mean == pytest.approx(0.2) and error == pytest.approx(0.1)
+def test_the_split_is_the_mean_and_median_of_paired_ratios(gap):
+    ratios = gap._paired_ratios([1.1, 1.3, 2.0], [1.0, 1.0, 1.0])  # one slow run
+    assert ratios["mean"] == pytest.approx(0.4667, abs=1e-4)
+    assert ratios["error"] == pytest.approx(np.std([0.1, 0.3, 1.0], ddof=1) / 3 ** 0.5)
+    assert ratios["median"] == pytest.approx(0.3)  # the slow run moves the mean, not the median
     result = {"posterior": "p", "drafter": "free", "fixed": 16, "steps": 10, "seeds": 2,
               "rows": [{"contender": "fixed g=16", "cpu_ms": 1.0, "wall_ms": 1.0, "rounds": 3,
                         "block_efficiency": 3.3, "mean_draft_length": 16.0,
                         "cpu_us_per_round": 300.0}],
-              "split": {"own_work": (0.02, 0.01), "choice": (0.03, 0.02),
-                        "total": (0.05, 0.02)}}
+              "split": {"own_work": {"mean": 0.02, "error": 0.01, "median": 0.015},
+                        "choice": {"mean": 0.03, "error": 0.02, "median": 0.03},
+                        "total": {"mean": 0.05, "error": 0.02, "median": 0.04}}}
     text = gap.report(result)
-    assert "| own_work | +2.0% | 1.0% |" in text and "| fixed g=16 | 1.0 |" in text
+    assert "| own_work | +2.0% | 1.0% | +1.5% |" in text and "| fixed g=16 | 1.0 |" in text
