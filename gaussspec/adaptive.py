@@ -608,11 +608,11 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
     if timed:  # a compilation holds the interpreter: the round's target calls waited on it too
         if frozen_time > 0.0:  # the frozen drafter's call: one state per chain
             _calls_add(sizes, means, used, calls_fit, cost_decay, tau.shape[0], frozen_time,
-                       1)  # C(n) (G4)
+                       np.int64(1))  # C(n) (G4); int64 as CallCosts.add passes: one compilation
         if call_states > 0:
             verify_time = call_time - frozen_time
             _calls_add(sizes, means, used, calls_fit, cost_decay, call_states, verify_time,
-                       1)  # C(s) (G4)
+                       np.int64(1))  # C(s) (G4)
     if timed and steady:
         if draft_steps > 0:
             _mean_add(drafting, cost_decay, drafting_time / draft_steps)  # d

@@ -217,6 +217,19 @@ def test_a_start_up_round_of_another_size_tells_latency_from_per_state_cost():
     assert not state.plain_measured
 
 
+def test_rounds_and_plain_bursts_share_one_compiled_call_pricing():
+    """A round prices its calls inside the compiled update, a plain burst through CallCosts.add
+    from Python: both with the same argument types, so a process's first plain burst compiles
+    nothing (a literal count in the round's call had made it compile a second version, about
+    0.2 s, in the middle of a timed run)."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8).start(1)
+    feed(state, np.full(1, 3), 8, call=0.002, draft_step=2e-4, engine=1e-3, n=1, rounds=2)
+    state.update_plain(1, 2, 0.004, 0.0042)
+    signatures = adaptive._calls_add.signatures
+    assert len(signatures) == 1, signatures
+    assert str(signatures[0][-1]) == "int64"  # the count: not a literal
+
+
 def test_a_round_or_burst_that_compiled_is_not_timed():
     """A round that paid for a compilation (``timed=False``) prices neither o0, d nor C(s): a
     compilation holds the interpreter, so the target call may have waited on it too. Its
