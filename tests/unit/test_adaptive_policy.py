@@ -217,6 +217,20 @@ def test_a_start_up_round_of_another_size_tells_latency_from_per_state_cost():
     assert not state.plain_measured
 
 
+def test_an_untimed_first_round_measures_no_size_so_the_next_round_goes_ahead():
+    """G6 with a compiling first round: its call is not priced, so no size is measured yet and
+    the next start-up round runs even at the same length; once that size is measured, repeating
+    it gives way to the two-step probe."""
+    state = gs.AdaptiveDraftLength(max_draft_length=4).start(8)
+    assert state.choose(8, False, 400) == (4, 0)
+    state.update(np.arange(8), np.zeros(8, dtype=int), np.full(8, 4), 40, 0.5, 0.0008, 4, 0.6,
+                 0.0008, timed=False)  # compiled: nothing priced, every draft rejected
+    assert state.calls.used[0] == 0
+    assert state.choose(8, False, 400) == (4, 0)  # no size measured: the round tells something
+    feed(state, np.zeros(8, dtype=int), 4, call=0.006, draft_step=2e-4, engine=7e-4, rounds=1)
+    assert state.choose(8, False, 400) == (0, 2)  # g = 4 again would repeat 40 states: probe
+
+
 def test_rounds_and_plain_bursts_share_one_compiled_call_pricing():
     """A round prices its calls inside the compiled update, a plain burst through CallCosts.add
     from Python: both with the same argument types, so a process's first plain burst compiles
