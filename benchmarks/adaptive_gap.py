@@ -78,8 +78,9 @@ def _paired_ratios(numerators: list[float], denominators: list[float]) -> dict:
 
 
 def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: int,
-            max_draft_length: int) -> dict:
-    """Run the three contenders on ``seeds`` paired seeds; returns the rows and the split."""
+            max_draft_length: int, first_seed: int = 1000) -> dict:
+    """Run the three contenders on ``seeds`` paired seeds from ``first_seed``; returns the rows
+    and the split."""
     name, setup, drafter = load_bench_module("langevin").one_chain_setup(posterior, drafter_name,
                                                                           steps)
 
@@ -99,7 +100,7 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
         harness._run_once(contender, setup.target, setup.x0, 5)
     gc.collect()
     runs = {key: [] for key in contenders}
-    for seed in range(1000, 1000 + seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for key, contender in contenders.items():
             stats, wall, cpu = harness._run_once(contender, setup.target, setup.x0, seed)
             runs[key].append({"cpu_s": cpu, "wall_s": wall, "rounds": stats.rounds,
@@ -127,7 +128,7 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
         "total": _paired_ratios(cpu["rule"], cpu["fixed"]),  # rule / fixed - 1
     }
     return {"posterior": name, "drafter": drafter_name, "fixed": fixed, "steps": steps,
-            "seeds": seeds, "rows": rows, "split": split}
+            "seeds": seeds, "first_seed": first_seed, "rows": rows, "split": split}
 
 
 def report(result: dict) -> str:
@@ -156,6 +157,8 @@ def main() -> None:
     parser.add_argument("drafter", choices=["free", "frozen", "laplace"])
     parser.add_argument("--fixed", type=int, default=16, help="the fixed draft length compared")
     parser.add_argument("--seeds", type=int, default=12)
+    parser.add_argument("--first-seed", type=int, default=1000,
+                        help="the first of the paired seeds (the langevin suite's repeats use 50+)")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--max-draft-length", type=int, default=32)
     parser.add_argument("--allocator", choices=["pinned", "default"], default="pinned",
@@ -165,7 +168,7 @@ def main() -> None:
     if args.allocator == "pinned":
         pin_glibc_heap()
     result = measure(args.posterior, args.drafter, args.fixed, args.seeds, args.steps,
-                     args.max_draft_length)
+                     args.max_draft_length, args.first_seed)
     text = report(result)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
