@@ -83,16 +83,12 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
     and the split."""
     name, setup, drafter = load_bench_module("langevin").one_chain_setup(posterior, drafter_name,
                                                                           steps)
-
-    def adaptive(policy, label):
-        return harness.Contender(label, gs.SpeculativeSampler(
-            setup.target, drafter, policy, "block", "gamma"), {"kind": harness.ADAPTIVE})
-
+    forced = ForcedDraftLength(max_draft_length=max_draft_length, forced=fixed)
     contenders = {
         "fixed": harness.speculative(setup.target, drafter, fixed),
-        "forced": adaptive(ForcedDraftLength(max_draft_length=max_draft_length, forced=fixed),
-                           f"rule forced to g={fixed}"),
-        "rule": adaptive(gs.AdaptiveDraftLength(max_draft_length=max_draft_length), "rule"),
+        "forced": harness.adaptive(setup.target, drafter, label=f"rule forced to g={fixed}",
+                                   policy=forced),
+        "rule": harness.adaptive(setup.target, drafter, max_draft_length, label="rule"),
     }
     harness.warm_up()  # every compiled path, the policy's plain-burst report included (a run
     # whose rule first took a plain step compiled it: 405 against 200 ms CPU, one arK seed)

@@ -112,8 +112,7 @@ def main() -> None:
         label = f"adaptive {text or 'defaults'}"
         policy = RecordingPolicy(**{"max_draft_length": args.max_draft_length,
                                     **harness.adaptive_settings(text)})
-        contender = harness.Contender(label, gs.SpeculativeSampler(
-            setup.target, drafter, policy, "block"), {})
+        contender = harness.adaptive(setup.target, drafter, label=label, policy=policy)
         harness._run_once(contender, setup.target, setup.x0, 5)  # warm-up: its compilation
         policies[label], times[label] = (policy, contender), []
     fixed = {g: harness.speculative(setup.target, drafter, g) for g in args.fixed}

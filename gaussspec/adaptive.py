@@ -324,7 +324,7 @@ def _table_cost(sizes, means, used, fit, size):
         hi += 1
     if hi < used and sizes[hi] == size:
         return means[hi, _VALUE]  # measured: its own mean
-    once = _measured(sizes, means, used, size)  # measured, not settled (returned above)
+    once = _observations(sizes, means, used, size) > 0  # measured, not settled (returned above)
     if lo >= 0 and hi < used:  # between two settled sizes: linear interpolation
         w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
         cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
@@ -352,17 +352,16 @@ def _identified(fit):
 
 
 @numba.njit(nogil=True)
-def _measured(sizes, means, used, size):
-    """Whether calls of ``size`` states have been measured at all (once, or settled)."""
+def _observations(sizes, means, used, size):
+    """How many calls of ``size`` states the table has seen (their decayed-mean count; 0: none)."""
     i = _table_index(sizes, used, size)
-    return i < used and sizes[i] == size and means[i, _COUNT] > 0
+    return means[i, _COUNT] if i < used and sizes[i] == size else 0.0
 
 
 @numba.njit(nogil=True)
 def _settled(sizes, means, used, size):
     """:meth:`CallCosts.settled` on its arrays."""
-    i = _table_index(sizes, used, size)
-    return i < used and sizes[i] == size and means[i, _COUNT] >= _SETTLE
+    return _observations(sizes, means, used, size) >= _SETTLE
 
 
 class CallCosts:
@@ -709,7 +708,7 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
         # too few rounds to give up on, unless the costs alone decide (G6); and the costs
         # decide only once two rounds are timed (one may have paid a one-time cost)
         g = max(best + 1, min(int(params[_INITIAL_DRAFT]), limit))
-        if unpriced and _measured(sizes, means, used[0], n * (g + 1)):
+        if unpriced and _observations(sizes, means, used[0], n * (g + 1)) > 0:
             return 0, _PLAIN_PROBE  # the round would not tell them apart: plain steps do
         scalars[_LAST] = g
         return g, 0
@@ -846,8 +845,7 @@ class AdaptiveState:
         round folded in (G9): the curve the next decision prices rounds by, where the module's
         :func:`survival` gives one memory's curve from counts passed in.
         """
-        if self._pending:
-            self._fold_pending()
+        self._fold_pending()
         _two_memory_survival_into(self.hits, self.at_risk, self.long_counts, self.pseudo_count,
                                   self.prior_weight, self.long_prior_weight, self._survive,
                                   self._long_survive)  # G3, G3b
@@ -921,11 +919,13 @@ class AdaptiveState:
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
                 chain), 0 for other drafters.
         """
-        report = (np.asarray(tau, dtype=np.int64), np.asarray(lengths, dtype=np.int64),
+        held = self._held_rounds > 0  # folded before the next decision (G9)
+        as_ints = np.array if held else np.asarray  # a kept report copies: buffers may be reused
+        report = (as_ints(tau, dtype=np.int64), as_ints(lengths, dtype=np.int64),
                   int(call_states), float(call_time), float(frozen_call_time),
                   float(drafting_time), float(draft_steps), float(round_time), bool(timed))
-        if self._held_rounds > 0:  # folded before the next decision (G9): copies, in case
-            self._pending.append((report[0].copy(), report[1].copy(), *report[2:]))  # reused
+        if held:
+            self._pending.append(report)
             return
         if self._pending:
             self._fold_pending()

@@ -64,9 +64,13 @@ def speculative(target, drafter, draft_length: int, verification: str = "block",
 
 
 def adaptive(target, drafter, max_draft_length: int = 16, verification: str = "block",
-             label: str | None = None, drafter_name: str = "") -> Contender:
-    """A speculative sampler with :class:`gaussspec.AdaptiveDraftLength`."""
-    policy = gs.AdaptiveDraftLength(max_draft_length=max_draft_length)
+             label: str | None = None, drafter_name: str = "",
+             policy: gs.AdaptiveDraftLength | None = None) -> Contender:
+    """A speculative sampler with :class:`gaussspec.AdaptiveDraftLength` (its defaults, or
+    ``policy``: a variant or a subclass, whose ``max_draft_length`` then counts)."""
+    if policy is None:
+        policy = gs.AdaptiveDraftLength(max_draft_length=max_draft_length)
+    max_draft_length = policy.max_draft_length
     sampler = gs.SpeculativeSampler(target, drafter, policy, verification, "gamma")
     name = drafter_name or getattr(drafter, "source", "kernel")
     return Contender(label or f"adaptive (max {max_draft_length})", sampler, {
