@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import math
 import statistics
 import time
 from typing import Callable
@@ -28,7 +29,8 @@ import torch
 import gaussspec as gs
 from gaussspec import residual
 
-__all__ = ["Contender", "plain", "speculative", "adaptive", "measure", "warm_up", "ADAPTIVE"]
+__all__ = ["Contender", "plain", "speculative", "adaptive", "measure", "slower_in", "paired_gap",
+           "warm_up", "ADAPTIVE"]
 
 ADAPTIVE = "adaptive"
 
@@ -197,6 +199,31 @@ def slower_in(row: dict, other: dict) -> tuple[int, int]:
     """
     pairs = list(zip(row["wall_s_all"], other["wall_s_all"]))
     return sum(mine > theirs for mine, theirs in pairs), len(pairs)
+
+
+def paired_gap(row: dict, other: dict, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``row``'s wall-clock against ``other``'s over the paired repeats of :func:`measure`.
+
+    The geometric mean of the per-repeat ratios ``row / other``, minus one, with a Student-t
+    interval on the mean log ratio at ``confidence``: ``(gap, low, high)``. Run r of every
+    contender shares its seed and the machine's state, so the pairs cancel load drift that a
+    comparison of two medians keeps. With one repeat the interval is ``(nan, nan)``.
+
+    Raises:
+        ValueError: the two rows hold different numbers of repeats (they are not paired).
+    """
+    mine, theirs = np.asarray(row["wall_s_all"]), np.asarray(other["wall_s_all"])
+    if mine.shape != theirs.shape:
+        raise ValueError(f"rows of {mine.size} and {theirs.size} repeats are not paired")
+    logs = np.log(mine / theirs)  # log of each repeat's ratio
+    centre = float(logs.mean())
+    if logs.size < 2:
+        return math.expm1(centre), math.nan, math.nan
+    from scipy import stats  # imported here: the timing loop does not need it
+
+    half = stats.t.ppf(0.5 + confidence / 2.0, logs.size - 1) * logs.std(ddof=1) / math.sqrt(
+        logs.size)  # t_{n-1} quantile times the standard error of the mean log ratio
+    return math.expm1(centre), math.expm1(centre - half), math.expm1(centre + half)
 
 
 def warm_up() -> None:

@@ -1,0 +1,146 @@
+"""The adaptive rule's guarantees, read from recorded suites: the medians' gaps and paired intervals.
+
+Issue 6 asks that the adaptive draft length be within 5% of the best fixed draft length, and never
+more than 5% slower than plain sampling, on every benchmark case. Each suite's summary judges
+that by two medians of runs whose paths and machine load differ, and takes the best fixed length
+as the lowest of several such medians (a minimum of noisy numbers, biased low). This script reads
+the JSON that ``gaussspec bench`` wrote and puts beside each adaptive row's medians' gap its
+paired gap: the geometric mean of the per-repeat ratios (the repeats of one suite share their
+seed and the machine's state, contender by contender) with a Student-t interval. A reader can
+then tell a gap the repeats show from one that one draw of the noise made:
+
+* ``medians``: the medians' gap is at most the limit (what the suites' summaries report);
+* ``not shown over``: the interval reaches down to the limit (the repeats do not show the rule
+  slower than the limit);
+* ``shown within``: the whole interval lies at or below the limit.
+
+It re-times nothing: the verdicts are those of the recorded runs.
+
+    python benchmarks/guarantees.py [--results benchmarks/results/bench] [--suites ddpm langevin]
+
+Writes ``guarantees.json`` and ``guarantees.md`` into the results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gaussspec.benchmarking import harness
+from gaussspec.benchmarking.report import Column, markdown_table
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ("ddpm", "adaptive", "synthetic", "md", "langevin")
+LIMIT = 0.05  # issue 6: within 5% of the best fixed length and of plain sampling
+CONFIDENCE = 0.95
+
+
+def case_of(row: dict) -> str:
+    """The case a row belongs to (the synthetic suite names its cases by cost model and ratio)."""
+    if "case" in row:
+        return row["case"]
+    return f"{row['cost_model']} c={row['cost_ratio']}"
+
+
+def _measured(rows: list[dict]) -> list[dict]:
+    """The per-run rows of a suite (summary tables have no runs)."""
+    return [r for r in rows if "wall_s_all" in r and "kind" in r]
+
+
+def adaptive_entries(suite: dict, limit: float = LIMIT, confidence: float = CONFIDENCE) -> list[dict]:
+    """One entry per adaptive row of a suite's JSON: its gaps to the best fixed and to plain.
+
+    The best fixed length is the fixed-length contender of the same drafter with the lowest
+    median wall-clock in the same case, as in the suites' summaries.
+    """
+    cases: dict[str, list[dict]] = {}
+    for section in suite["sections"]:
+        for row in _measured(section["rows"]):
+            cases.setdefault(case_of(row), []).append(row)
+    entries = []
+    for case, rows in cases.items():
+        plain = next(r for r in rows if r["kind"] == "plain")
+        for rule in (r for r in rows if r["kind"] == harness.ADAPTIVE):
+            fixed = [r for r in rows if r["kind"] == "speculative"
+                     and r.get("drafter") == rule.get("drafter")]
+            best = min(fixed, key=lambda r: r["wall_s"])
+            entry = {"suite": suite["suite"], "case": case, "label": rule["label"],
+                     "best_fixed": best["label"], "repeats": len(rule["wall_s_all"]),
+                     "mean_draft_length": rule["mean_draft_length"]}
+            for name, other in (("best", best), ("plain", plain)):
+                gap, low, high = harness.paired_gap(rule, other, confidence)
+                entry[f"{name}_median_gap"] = rule["wall_s"] / other["wall_s"] - 1.0
+                entry[f"{name}_paired_gap"], entry[f"{name}_low"], entry[f"{name}_high"] = (
+                    gap, low, high)
+                entry[f"{name}_interval"] = f"{gap:+.1%} [{low:+.1%}, {high:+.1%}]"
+                entry[f"{name}_medians_hold"] = entry[f"{name}_median_gap"] <= limit
+                entry[f"{name}_not_shown_over"] = low <= limit
+                entry[f"{name}_shown_within"] = high <= limit
+            entries.append(entry)
+    return entries
+
+
+def tally(entries: list[dict]) -> dict:
+    """How many entries meet each reading of each guarantee."""
+    counts = {"rows": len(entries)}
+    for name in ("best", "plain"):
+        for reading in ("medians_hold", "not_shown_over", "shown_within"):
+            counts[f"{name}_{reading}"] = sum(bool(e[f"{name}_{reading}"]) for e in entries)
+    return counts
+
+
+COLUMNS = (Column("suite", "suite"), Column("case", "case"), Column("adaptive", "label"),
+           Column("best fixed", "best_fixed"), Column("repeats", "repeats"),
+           Column("vs best: medians", "best_median_gap", "{:+.1%}"),
+           Column("vs best: paired [95%]", "best_interval"),
+           Column("vs plain: medians", "plain_median_gap", "{:+.1%}"),
+           Column("vs plain: paired [95%]", "plain_interval"))
+
+
+def markdown(entries: list[dict], counts: dict, sources: list[str], limit: float = LIMIT) -> str:
+    """The table of every adaptive row and the tally of the three readings."""
+    rows = counts["rows"]
+    lines = [
+        f"Read from {', '.join(sources)} (re-timed nothing). Paired: geometric mean of the "
+        f"per-repeat ratios with a {CONFIDENCE:.0%} Student-t interval.",
+        "",
+        markdown_table(COLUMNS, entries),
+        "",
+        f"| reading (limit {limit:.0%}) | against the best fixed | against plain |",
+        "|---|---|---|",
+    ]
+    for reading, text in (("medians_hold", "medians' gap at most the limit (the suites' reading)"),
+                          ("not_shown_over", "interval reaches the limit (not shown slower)"),
+                          ("shown_within", "whole interval at or below the limit")):
+        lines.append(f"| {text} | {counts['best_' + reading]}/{rows} | "
+                     f"{counts['plain_' + reading]}/{rows} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "bench",
+                        help="the folder gaussspec bench wrote its JSON into")
+    parser.add_argument("--suites", nargs="+", default=list(SUITES),
+                        help="suites to read (a missing one is skipped with a note)")
+    args = parser.parse_args()
+    entries, sources = [], []
+    for name in args.suites:
+        path = args.results / f"{name}.json"
+        if not path.is_file():
+            print(f"no {path}: skipped (run gaussspec bench {name} first)")
+            continue
+        entries += adaptive_entries(json.loads(path.read_text()))
+        sources.append(path.name)
+    counts = tally(entries)
+    text = markdown(entries, counts, sources)
+    (args.results / "guarantees.md").write_text(text)
+    (args.results / "guarantees.json").write_text(json.dumps(
+        {"limit": LIMIT, "confidence": CONFIDENCE, "sources": sources, "counts": counts,
+         "entries": entries}, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
