@@ -876,6 +876,15 @@ class _Run:
         self.stats.noise_time += time.perf_counter() - tick
         return noises if noises.is_contiguous() else noises.contiguous()
 
+    def _round_draws(self, chains_np, lengths, next_width: int, next_out):
+        """The round's draws (:meth:`Randomness.round_draws`): started in the background to
+        overlap the target call, or made here when few; their time here counts as noise time."""
+        tick = time.perf_counter()
+        draws = self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
+                                        next_width, next_out)
+        self.stats.noise_time += time.perf_counter() - tick
+        return draws
+
     def _verify_target(self, path, steps, lengths, full, stale, memory0, start_draws):
         """ONE batched target call on the drafted states, and the target means along each path.
 
@@ -1182,8 +1191,7 @@ class _Run:
             next_out = self._noise_buffer((n, next_width, *self.noise_shape))
         means, evaluations, flat_index, target_memory, draws = self._verify_target(
             path, steps, lengths, shortest == width, stale, memory0,
-            lambda: self.random.round_draws(chains_np, lengths, self.noise_shape, self.dtype,
-                                            next_width, next_out))  # overlap the target call
+            lambda: self._round_draws(chains_np, lengths, next_width, next_out))
         tick = time.perf_counter()
         uniforms, fresh, residual_uniforms, next_noise = draws.result()
         self.stats.noise_time += time.perf_counter() - tick  # waiting for the background draws

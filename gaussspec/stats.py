@@ -32,8 +32,9 @@ class SamplingStats:
         target_time: Seconds inside target calls.
         draft_time: Seconds inside draft-kernel calls.
         noise_time: Seconds the run waited for random numbers: draws in the foreground (plain
-            steps, the first round's draft noise) and waiting for draws made in the background
-            during target calls; part of the engine's own time, reported separately.
+            steps, the first round's draft noise, rounds with few draws) and handing draws to
+            the background thread and waiting for them (rounds with many); part of the
+            engine's own time, reported separately.
     """
 
     num_chains: int

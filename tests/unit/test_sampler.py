@@ -1,5 +1,6 @@
 """Engine behaviour: ragged batches, per-chain steps, devices and dtypes, errors."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -191,3 +192,57 @@ def test_samples_own_their_storage():
     samples = result.samples
     assert samples.is_contiguous()
     assert samples.untyped_storage().nbytes() == samples.numel() * samples.element_size()
+
+
+@pytest.mark.parametrize("per_chain", [False, True])
+def test_background_and_foreground_draws_give_the_same_run(monkeypatch, per_chain):
+    """Rounds with many draws hand them to the background thread, rounds with few draw them in
+    the foreground; the generator is used in the same order either way, so forcing every round
+    to one side or the other changes no output."""
+    from gaussspec import randomness
+
+    target = chains.OrnsteinUhlenbeckKernel(dimension=6, num_steps=40)
+    draft = gs.KernelDrafter(chains.OrnsteinUhlenbeckKernel(dimension=6, num_steps=40,
+                                                            perturbation=0.3))
+    x0 = torch.zeros(3, 6, dtype=torch.float64)
+    sampler = gs.SpeculativeSampler(target, draft, 4)
+    handed = []
+    start = randomness.Pending.start.__func__
+
+    def counting_start(cls, work):
+        handed.append(work)
+        return start(cls, work)
+
+    monkeypatch.setattr(randomness.Pending, "start", classmethod(counting_start))
+    runs = {}
+    for threshold in (0, 10 ** 9):  # every round in the background; every round in the foreground
+        monkeypatch.setattr(randomness, "BACKGROUND_MIN_VALUES", threshold)
+        handed.clear()
+        generator = (randomness.chain_generators(5, range(3)) if per_chain
+                     else torch.Generator().manual_seed(5))
+        runs[threshold] = sampler.sample(x0, generator=generator, return_trajectory=True)
+        assert bool(handed) == (threshold == 0)  # the threshold decides where the draws go
+    assert torch.equal(runs[0].samples, runs[10 ** 9].samples)
+    assert torch.equal(runs[0].trajectory, runs[10 ** 9].trajectory)
+
+
+def test_a_rounds_draws_go_to_the_background_from_the_threshold_on():
+    """``values = n (width + 1 + (1 + next_width) prod(noise_shape))``: the acceptance uniforms,
+    the fresh noise and the next round's draft noise of ``n`` chains."""
+    from gaussspec import randomness
+
+    def pending(n, width, shape, next_width):
+        draws = randomness.Randomness(torch.Generator().manual_seed(0), n, torch.device("cpu"))
+        result = draws.round_draws(np.arange(n), np.full(n, width), shape, torch.float64,
+                                   next_width)
+        in_background = result._answer is not None
+        result.result()
+        return in_background
+
+    limit = randomness.BACKGROUND_MIN_VALUES
+    side = 16
+    assert 8 * (8 + 9 * side * side) >= limit  # 8 chains of 16x16 images drafting 8: background
+    assert pending(8, 8, (side, side), 8)
+    assert not pending(1, 16, (10,), 16)  # one chain of a 10-dimensional posterior: foreground
+    per_state = (limit // 4 - 5) // 5  # 4 chains, width 4: values = 4 (5 + 5 per_state)
+    assert pending(4, 4, (per_state + 1,), 4) and not pending(4, 4, (per_state - 1,), 4)
