@@ -600,6 +600,10 @@ class _Run:
                 remaining = self.num_steps - int(t_active.min())
             gamma, burst = self.adaptive.choose(len(active_np), self.drafter.source == "frozen",
                                                 remaining)
+            if gamma < 0 or (gamma == 0 and burst < 1):
+                raise ValueError(
+                    f"the adaptive policy chose (g, burst) = ({gamma}, {burst}); an action is a "
+                    "draft length g >= 1, or g = 0 with a burst of at least one plain step")
         if gamma > 0:
             self.round_gamma = gamma
             return False

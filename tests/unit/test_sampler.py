@@ -246,3 +246,29 @@ def test_a_rounds_draws_go_to_the_background_from_the_threshold_on():
     assert not pending(1, 16, (10,), 16)  # one chain of a 10-dimensional posterior: foreground
     per_state = (limit // 4 - 5) // 5  # 4 chains, width 4: values = 4 (5 + 5 per_state)
     assert pending(4, 4, (per_state + 1,), 4) and not pending(4, 4, (per_state - 1,), 4)
+
+
+@pytest.mark.parametrize("action", [(0, 0), (-1, 3)])
+def test_an_adaptive_policy_action_out_of_range_is_named(action):
+    """A policy (a subclass's state) that answers neither a draft length g >= 1 nor plain steps
+    is refused with what it answered and what an action is."""
+    import attrs
+
+    from gaussspec import adaptive
+
+    class Broken(adaptive.AdaptiveState):
+        def choose(self, n, frozen, remaining):
+            return action
+
+    @attrs.frozen
+    class Policy(gs.AdaptiveDraftLength):
+        def start(self, num_chains):
+            return Broken(self, num_chains)
+
+    target = chains.OrnsteinUhlenbeckKernel(dimension=2, num_steps=10)
+    draft = gs.KernelDrafter(chains.OrnsteinUhlenbeckKernel(dimension=2, num_steps=10,
+                                                            perturbation=0.1))
+    sampler = gs.SpeculativeSampler(target, draft, Policy(max_draft_length=4))
+    with pytest.raises(ValueError, match=r"chose \(g, burst\) = \(-?\d+, \d+\); an action is"):
+        sampler.sample(torch.zeros(2, 2, dtype=torch.float64),
+                       generator=torch.Generator().manual_seed(0))
