@@ -22,7 +22,7 @@ __all__ = ["Randomness", "chain_generators", "Pending", "BACKGROUND_MIN_VALUES"]
 # costs a thread wake-up (about 30 us on a 2-core VM) and the worker then competes with the target
 # call for the interpreter lock; small draws take less than that. Measured on 2 shared cores,
 # foreground against background (paired runs): one-chain ULA on posteriordb posteriors (about
-# 200 values a round) -7..-9% wall-clock, 64 chains (6300 values) -4%, a DDPM digits round of 16
+# 200 values a round) -4..-9% wall-clock, 64 chains (6300 values) -2..-4%, a DDPM digits round of 16
 # chains (9400) +0.6 +- 2.5%; a 3072-dimensional score network's round (123000 values) +1.2%, and
 # a 2 ms latency-bound target with 73000 values a round +27%.
 BACKGROUND_MIN_VALUES = 1 << 14
