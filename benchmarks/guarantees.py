@@ -51,8 +51,8 @@ def _measured(rows: list[dict]) -> list[dict]:
 def adaptive_entries(suite: dict, limit: float = LIMIT, confidence: float = CONFIDENCE) -> list[dict]:
     """One entry per adaptive row of a suite's JSON: its gaps to the best fixed and to plain.
 
-    The best fixed length is the fixed-length contender of the same drafter with the lowest
-    median wall-clock in the same case, as in the suites' summaries.
+    The best fixed length is :func:`gaussspec.benchmarking.harness.best_fixed`, as in the suites'
+    summaries.
     """
     cases: dict[str, list[dict]] = {}
     for section in suite["sections"]:
@@ -62,9 +62,7 @@ def adaptive_entries(suite: dict, limit: float = LIMIT, confidence: float = CONF
     for case, rows in cases.items():
         plain = next(r for r in rows if r["kind"] == "plain")
         for rule in (r for r in rows if r["kind"] == harness.ADAPTIVE):
-            fixed = [r for r in rows if r["kind"] == "speculative"
-                     and r.get("drafter") == rule.get("drafter")]
-            best = min(fixed, key=lambda r: r["wall_s"])
+            best = harness.best_fixed(rows, rule)
             entry = {"suite": suite["suite"], "case": case, "label": rule["label"],
                      "best_fixed": best["label"], "repeats": len(rule["wall_s_all"]),
                      "mean_draft_length": rule["mean_draft_length"]}

@@ -222,8 +222,7 @@ def run(name: str, result: SuiteResult, out_dir: Path, quick: bool, repeats: int
         fixed = [r for r in mine if r["kind"] == "speculative"]
         best = max(fixed, key=lambda r: r["speedup"])
         for ada in (r for r in mine if r["kind"] == harness.ADAPTIVE):
-            same = [r for r in fixed if r["drafter"] == ada["drafter"]]
-            best_same = max(same, key=lambda r: r["speedup"])
+            best_same = harness.best_fixed(mine, ada)
             result.summary.append(
                 f"{case}: best fixed {best['label']} {best['speedup']:.2f}x; {ada['label']} "
                 f"{ada['speedup']:.2f}x ({ada['wall_s'] / best_same['wall_s'] - 1:+.1%} vs the best "

@@ -90,9 +90,8 @@ def _print(row):
 def verdict(rows: list[dict]) -> dict:
     """Adaptive against the best fixed draft length and against plain (wall-clock medians)."""
     plain_row = rows[0]
-    fixed = [r for r in rows if r["kind"] == "speculative"]
-    best = min(fixed, key=lambda r: r["wall_s"])
     ada = next(r for r in rows if r["kind"] == harness.ADAPTIVE)
+    best = harness.best_fixed(rows, ada)
     vs_best = ada["wall_s"] / best["wall_s"] - 1  # > 0: adaptive slower than the best fixed
     vs_plain = ada["wall_s"] / plain_row["wall_s"] - 1  # > 0: adaptive slower than plain
     best_overall = min(best["wall_s"], plain_row["wall_s"])

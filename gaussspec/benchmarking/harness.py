@@ -29,8 +29,8 @@ import torch
 import gaussspec as gs
 from gaussspec import residual
 
-__all__ = ["Contender", "plain", "speculative", "adaptive", "measure", "slower_in", "paired_gap",
-           "warm_up", "ADAPTIVE"]
+__all__ = ["Contender", "plain", "speculative", "adaptive", "measure", "slower_in", "best_fixed",
+           "paired_gap", "warm_up", "ADAPTIVE"]
 
 ADAPTIVE = "adaptive"
 
@@ -199,6 +199,20 @@ def slower_in(row: dict, other: dict) -> tuple[int, int]:
     """
     pairs = list(zip(row["wall_s_all"], other["wall_s_all"]))
     return sum(mine > theirs for mine, theirs in pairs), len(pairs)
+
+
+def best_fixed(rows: list[dict], rule: dict) -> dict:
+    """The fixed-length row of ``rule``'s drafter with the lowest median wall-clock among one
+    case's ``rows``: what an adaptive row is judged against (issue 6's "best fixed draft length").
+
+    Raises:
+        ValueError: no fixed-length row of that drafter.
+    """
+    drafter = rule.get("drafter")
+    same = [r for r in rows if r["kind"] == "speculative" and r.get("drafter") == drafter]
+    if not same:
+        raise ValueError(f"no fixed-length row of the drafter {drafter!r}")
+    return min(same, key=lambda r: r["wall_s"])
 
 
 def paired_gap(row: dict, other: dict, confidence: float = 0.95) -> tuple[float, float, float]:

@@ -86,3 +86,11 @@ def test_synthetic_rows_are_grouped_by_cost_model_and_ratio(guarantees):
     row = {"cost_model": "latency", "cost_ratio": 30}
     assert guarantees.case_of(row) == "latency c=30"
     assert guarantees.case_of({"case": "DDPM K=250 batch 1", **row}) == "DDPM K=250 batch 1"
+
+
+def test_the_best_fixed_length_is_refused_without_a_row_of_the_rules_drafter():
+    rows = [_row("plain", "plain", [3.0], drafter=None), _row("speculative", "g=4", [1.0]),
+            _row(harness.ADAPTIVE, "adaptive", [1.0], drafter="other")]
+    with pytest.raises(ValueError, match="no fixed-length row of the drafter 'other'"):
+        harness.best_fixed(rows, rows[-1])
+    assert harness.best_fixed(rows, {**rows[-1], "drafter": "free"}) is rows[1]
