@@ -66,7 +66,17 @@ a tight loop. All the quantities are measured online:
   16 DDPM chains' first round of 80 states took 29-34 ms after another sampler's run, 21-23 ms
   warm, and the rule priced g = 4 on that one call for the rest of the run; an optimistic price
   sends the policy back to measure it again, at most once per size; plain steps so priced are
-  measured by two before a long burst);
+  measured by two before a long burst). A size not observed over the last ``_STALE_CALLS`` =
+  100 observations (of any size) is priced as never measured, and its next call starts its mean
+  afresh: a length visited only by a few switching rounds paid their cold calls (on eight_schools
+  5-10% dearer than the same size's in steady rounds) and any preemption, and the rule never
+  drafted there again to learn otherwise. One eight_schools run (free drafter) priced 12 states
+  at 511 us from three calls against 333 us for 11 states from 612, every size above 11 near
+  500 us, and drafted 8-10 for the rest of the run where 16 is best; with stale sizes forgotten
+  the same four seeds drafted 14.3-17.9 on average where they drafted 8.7-16.1, in 472-529
+  actions where 516-661 (mean rounds on paired seeds: eight_schools 526 against 558, 20 seeds,
+  g = 16 501; diamonds 734 against 755, 16 seeds, g = 8 701; garch's free and kidiq's Laplace
+  drafter unchanged);
 * ``d`` from the timed drafting phase of each round (so it needs no spread of draft lengths), as
   a decaying mean; ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
@@ -148,6 +158,7 @@ _LONG_DECAY = 0.99  # the counts' long memory, per round (or per _DECAY_STEPS ch
 _DECAY_STEPS = 5.0  # chain-steps (per chain) over which the counts decay by ``decay`` (G3)
 _DECISION_WINDOW = 0.005  # seconds of modelled rounds that keep a speculative decision (G9)
 _MAX_HELD_ROUNDS = 8  # rounds one decision is kept for, at most (G9)
+_STALE_CALLS = 100  # a call size not observed over this many observations is forgotten (G4)
 
 
 def _positive(instance, attribute, value):
@@ -214,6 +225,7 @@ class AdaptiveDraftLength:
 # Layouts of the estimators' state arrays (compiled updates work on these in place).
 _TOTAL, _WEIGHT, _VALUE, _COUNT = range(4)  # DecayedMean
 _UU, _UV, _VV, _UY, _VY, _FIT_COUNT, _C0, _C1 = range(8)  # DecayedFit
+_SEEN = 4  # CallCosts.means: a DecayedMean per size, then the clock of its last observation
 
 
 @numba.njit(nogil=True)
@@ -286,8 +298,13 @@ def _table_index(sizes, used, size):
 
 @numba.njit(nogil=True)
 def _table_add(sizes, means, used, decay, size, seconds):
-    """:meth:`CallCosts.add`: one call of ``size`` states into its size's decayed mean (G4)."""
-    count = used[0]
+    """:meth:`CallCosts.add`: one call of ``size`` states into its size's decayed mean (G4).
+
+    ``used`` holds the sizes in use and the table's clock (observations so far). A size last
+    observed more than ``_STALE_CALLS`` observations ago starts afresh.
+    """
+    count, clock = used[0], used[1] + 1
+    used[1] = clock
     i = _table_index(sizes, count, size)
     if i == count or sizes[i] != size:
         if count == sizes.shape[0]:
@@ -298,7 +315,10 @@ def _table_add(sizes, means, used, decay, size, seconds):
         sizes[i] = size
         means[i, :] = 0.0
         used[0] = count + 1
-    _mean_add(means[i], decay, seconds)  # settles on the smaller of two, then clips
+    elif clock - means[i, _SEEN] > _STALE_CALLS:
+        means[i, :] = 0.0  # stale: forgotten (G4)
+    means[i, _SEEN] = clock
+    _mean_add(means[i, :_SEEN], decay, seconds)  # settles on the smaller of two, then clips
 
 
 @numba.njit(nogil=True)
@@ -313,18 +333,22 @@ def _calls_add(sizes, means, used, fit, decay, size, seconds, calls):
 
 
 @numba.njit(nogil=True)
-def _table_cost(sizes, means, used, fit, size):
-    """``C(size)`` (G4): interpolated between settled sizes, the fit's slope beyond them."""
+def _table_cost(sizes, means, table, fit, size):
+    """``C(size)`` (G4): interpolated between settled sizes, the fit's slope beyond them.
+
+    ``table`` is :attr:`CallCosts.used` (sizes in use, clock); stale sizes count as unmeasured.
+    """
     a, b = fit[_C0], fit[_C1]
+    used, clock = table[0], table[1]
     i = _table_index(sizes, used, size)
     lo, hi = i - 1, i
-    while lo >= 0 and means[lo, _COUNT] < _SETTLE:
+    while lo >= 0 and _live_count(means, lo, clock) < _SETTLE:
         lo -= 1
-    while hi < used and means[hi, _COUNT] < _SETTLE:
+    while hi < used and _live_count(means, hi, clock) < _SETTLE:
         hi += 1
     if hi < used and sizes[hi] == size:
         return means[hi, _VALUE]  # measured: its own mean
-    once = _observations(sizes, means, used, size) > 0  # measured, not settled (returned above)
+    once = _observations(sizes, means, table, size) > 0  # measured, not settled (returned above)
     if lo >= 0 and hi < used:  # between two settled sizes: linear interpolation
         w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
         cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
@@ -352,16 +376,23 @@ def _identified(fit):
 
 
 @numba.njit(nogil=True)
-def _observations(sizes, means, used, size):
-    """How many calls of ``size`` states the table has seen (their decayed-mean count; 0: none)."""
-    i = _table_index(sizes, used, size)
-    return means[i, _COUNT] if i < used and sizes[i] == size else 0.0
+def _live_count(means, i, clock):
+    """Row ``i``'s observations, or 0 when its last is over ``_STALE_CALLS`` ago (G4)."""
+    return means[i, _COUNT] if clock - means[i, _SEEN] <= _STALE_CALLS else 0.0
 
 
 @numba.njit(nogil=True)
-def _settled(sizes, means, used, size):
+def _observations(sizes, means, table, size):
+    """How many calls of ``size`` states the table has seen lately (their decayed-mean count; 0:
+    none, or stale); ``table`` is :attr:`CallCosts.used`."""
+    i = _table_index(sizes, table[0], size)
+    return _live_count(means, i, table[1]) if i < table[0] and sizes[i] == size else 0.0
+
+
+@numba.njit(nogil=True)
+def _settled(sizes, means, table, size):
     """:meth:`CallCosts.settled` on its arrays."""
-    return _observations(sizes, means, used, size) >= _SETTLE
+    return _observations(sizes, means, table, size) >= _SETTLE
 
 
 class CallCosts:
@@ -369,7 +400,8 @@ class CallCosts:
 
     A decaying mean per size (the first two observations settle on the smaller), interpolated
     between settled sizes and extended with the slope of a decaying least-squares fit ``a + b s``
-    (:class:`DecayedFit`) over every call. A size observed once is priced at most as predicted.
+    (:class:`DecayedFit`) over every call. A size observed once is priced at most as predicted;
+    one not observed over the last ``_STALE_CALLS`` observations is priced as never measured.
 
     Args:
         decay: Weight of the past per observation (per size, and in the fit).
@@ -379,8 +411,8 @@ class CallCosts:
         self.decay = decay
         self.fit = DecayedFit(decay)  # a + b s over every call
         self.sizes = np.zeros(_TABLE_CAPACITY, dtype=np.int64)  # sorted, the first used[0]
-        self.means = np.zeros((_TABLE_CAPACITY, 4))  # a DecayedMean state per size
-        self.used = np.zeros(1, dtype=np.int64)
+        self.means = np.zeros((_TABLE_CAPACITY, 5))  # a DecayedMean state per size, last seen
+        self.used = np.zeros(2, dtype=np.int64)  # sizes in use; the clock (observations so far)
 
     def add(self, size: int, seconds: float, calls: int = 1) -> None:
         """Fold in ``calls`` calls of ``size`` states that took ``seconds`` each on average.
@@ -393,12 +425,11 @@ class CallCosts:
 
     def settled(self, size: int) -> bool:
         """Whether calls of ``size`` states have been measured at least twice."""
-        return bool(_settled(self.sizes, self.means, int(self.used[0]), int(size)))
+        return bool(_settled(self.sizes, self.means, self.used, int(size)))
 
     def predict(self, size: int) -> float:
         """``C(size)`` in seconds."""
-        return float(_table_cost(self.sizes, self.means, int(self.used[0]), self.fit.state,
-                                 int(size)))
+        return float(_table_cost(self.sizes, self.means, self.used, self.fit.state, int(size)))
 
 
 class DecayedMean:
@@ -560,7 +591,7 @@ def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engi
     Returns ``(best, best_rate, plain_rate, all_accepted_rate)``: the best g's index (g - 1) and
     goodput, plain steps' goodput (G2) and the best goodput if every draft were accepted (G6).
     """
-    chains, used = int(n), used_size[0]
+    chains, used = int(n), used_size
     per_step = drafting[_VALUE]  # d
     plain_engine = _plain_step_time(plain_fit)  # p0 (G2)
     plain_call = _table_cost(sizes, means, used, calls_fit, chains)  # C(n) (G4)
@@ -708,7 +739,7 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
         # too few rounds to give up on, unless the costs alone decide (G6); and the costs
         # decide only once two rounds are timed (one may have paid a one-time cost)
         g = max(best + 1, min(int(params[_INITIAL_DRAFT]), limit))
-        if unpriced and _observations(sizes, means, used[0], n * (g + 1)) > 0:
+        if unpriced and _observations(sizes, means, used, n * (g + 1)) > 0:
             return 0, _PLAIN_PROBE  # the round would not tell them apart: plain steps do
         scalars[_LAST] = g
         return g, 0
@@ -722,7 +753,7 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
             g = last  # within the margin of the best: keep the draft length (G8)
         scalars[_LAST] = g
         return g, 0
-    if scalars[_PLAIN_MEASURED] == 0.0 or not _settled(sizes, means, used[0], n):
+    if scalars[_PLAIN_MEASURED] == 0.0 or not _settled(sizes, means, used, n):
         return 0, 2  # plain priced optimistically (p0 = 0, C(n) as predicted) wins: measure it
     # plain wins: explore at the best g once the plain time pays for its loss (G5), a round
     # counted as losing at least the margin's share of its time (G7)

@@ -471,6 +471,28 @@ def test_a_size_measured_once_is_priced_optimistically_so_the_rule_measures_it_a
     assert costs.predict(144) == pytest.approx(max(0.0214, 0.070 * 144 / 272))
 
 
+def test_a_size_not_observed_lately_is_forgotten_so_one_dear_visit_does_not_lock_the_rule_out():
+    """G4: a draft length visited by a few switching rounds paid their cold calls (and any
+    preemption): one eight_schools run (free drafter, seed 53) priced 12 states at 511 us from
+    three calls against 333 us for 11 states from 612, every size above 11 near 500 us, and drafted
+    10 for the rest of the run where 16 is best. A size not observed over ``_STALE_CALLS``
+    observations is priced as never measured, and its next call starts its mean afresh; the
+    mutant that keeps it (the per-size mean alone) still prices 12 states at 511 us."""
+    costs = adaptive.CallCosts(0.98)
+    costs.add(12, 5.11e-4, calls=2)  # settled, dear
+    assert costs.predict(12) == pytest.approx(5.11e-4)
+    for _ in range(adaptive._STALE_CALLS // 2):
+        costs.add(11, 3.33e-4, calls=2)  # two observations each
+    assert costs.settled(12)  # exactly _STALE_CALLS observations ago: still current
+    costs.add(11, 3.33e-4)
+    assert not costs.settled(12)  # one more: stale
+    a, b = costs.fit.coefficients
+    assert costs.predict(12) == pytest.approx(3.33e-4 + b * 1)  # above 11: the fit's slope
+    assert costs.predict(12) < 4e-4
+    costs.add(12, 3.40e-4, calls=2)  # observed again: afresh, not averaged with 511 us
+    assert costs.settled(12) and costs.predict(12) == pytest.approx(3.40e-4)
+
+
 def test_many_chains_forget_per_chain_steps_one_chain_per_round():
     """G3: the counts decay by ``decay`` a round, or per five chain-steps when a round advances
     further, never faster than a memory of 1 / (1 - decay) chain-rounds. 16 DDPM chains drafting
