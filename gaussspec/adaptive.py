@@ -69,7 +69,7 @@ a tight loop. All the quantities are measured online:
   measured by two before a long burst). A size not observed over the last ``_STALE_CALLS`` =
   100 observations (of any size) is priced as never measured, and its next call starts its mean
   afresh: a length visited only by a few switching rounds paid their cold calls (on eight_schools
-  5-10% dearer than the same size's in steady rounds) and any preemption, and the rule never
+  a median 6% dearer than the same size's in steady rounds) and any preemption, and the rule never
   drafted there again to learn otherwise. One eight_schools run (free drafter) priced 12 states
   at 511 us from three calls against 333 us for 11 states from 612, every size above 11 near
   500 us, and drafted 8-10 for the rest of the run where 16 is best; with stale sizes forgotten
@@ -591,13 +591,13 @@ def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engi
     Returns ``(best, best_rate, plain_rate, all_accepted_rate)``: the best g's index (g - 1) and
     goodput, plain steps' goodput (G2) and the best goodput if every draft were accepted (G6).
     """
-    chains, used = int(n), used_size
+    chains = int(n)
     per_step = drafting[_VALUE]  # d
     plain_engine = _plain_step_time(plain_fit)  # p0 (G2)
-    plain_call = _table_cost(sizes, means, used, calls_fit, chains)  # C(n) (G4)
+    plain_call = _table_cost(sizes, means, used_size, calls_fit, chains)  # C(n) (G4)
     plain = n / max(plain_call + plain_engine, 1e-12)  # G2 (p0: per step of a full burst)
     for g in range(1, limit + 1):
-        call_seconds[g - 1] = _table_cost(sizes, means, used, calls_fit, chains * (g + 1))
+        call_seconds[g - 1] = _table_cost(sizes, means, used_size, calls_fit, chains * (g + 1))
         if frozen:
             call_seconds[g - 1] += plain_call  # the frozen drafter's call at the round's start
     _two_memory_survival_into(hits, at_risk, long_counts, pseudo_count, prior_weight,

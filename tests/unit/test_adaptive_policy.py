@@ -293,15 +293,23 @@ class _CompilingPolicy(gs.AdaptiveDraftLength):
 def test_the_sampler_leaves_a_round_untimed_when_its_decision_compiled():
     """The round's time runs from the previous update: the decision before the round is in it,
     so a compilation there leaves the round untimed (one such round priced a one-chain run's
-    rounds at 0.57 s each and sent it to plain steps for good)."""
+    rounds at 0.57 s each and sent it to plain steps for good).
+
+    A real compilation later in the run (a path this process takes for the first time, such as
+    a ragged last round, reached or not as the measured times decide) leaves its round untimed
+    too: the rounds after the first may be untimed only as often as real compilations ran (none
+    in most runs; the test failed about once in ten full runs when it allowed none)."""
     target = chains.OrnsteinUhlenbeckKernel(num_steps=40)
     policy = _CompilingPolicy(max_draft_length=4)
     sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(
         chains.OrnsteinUhlenbeckKernel(num_steps=40, perturbation=0.1)), policy)
+    before = compiled.compilations()
     sampler.sample(torch.zeros(2, *target.event_shape, dtype=torch.float64),
                    generator=torch.Generator().manual_seed(0))
+    real = compiled.compilations() - before - 1  # less the one the policy stands in for
     timed = policy.states[0].timed
-    assert timed[0] is False and all(timed[1:]) and len(timed) >= 2
+    assert timed[0] is False and len(timed) >= 2
+    assert timed[1:].count(False) <= real, (timed, real)
 
 
 def test_a_slow_second_observation_does_not_stay_and_a_fast_one_replaces_a_slow_first():
