@@ -315,8 +315,8 @@ def _table_add(sizes, means, used, decay, size, seconds):
         sizes[i] = size
         means[i, :] = 0.0
         used[0] = count + 1
-    elif clock - means[i, _SEEN] > _STALE_CALLS:
-        means[i, :] = 0.0  # stale: forgotten (G4)
+    elif _stale(means, i, clock):
+        means[i, :] = 0.0  # forgotten (G4)
     means[i, _SEEN] = clock
     _mean_add(means[i, :_SEEN], decay, seconds)  # settles on the smaller of two, then clips
 
@@ -376,9 +376,16 @@ def _identified(fit):
 
 
 @numba.njit(nogil=True)
+def _stale(means, i, clock):
+    """Whether row ``i``'s last observation is over ``_STALE_CALLS`` observations before
+    ``clock`` (G4)."""
+    return clock - means[i, _SEEN] > _STALE_CALLS
+
+
+@numba.njit(nogil=True)
 def _live_count(means, i, clock):
-    """Row ``i``'s observations, or 0 when its last is over ``_STALE_CALLS`` ago (G4)."""
-    return means[i, _COUNT] if clock - means[i, _SEEN] <= _STALE_CALLS else 0.0
+    """Row ``i``'s observations, or 0 when stale (G4)."""
+    return 0.0 if _stale(means, i, clock) else means[i, _COUNT]
 
 
 @numba.njit(nogil=True)
