@@ -135,6 +135,20 @@ def test_a_round_that_changes_the_draft_length_prices_no_engine_time():
     assert state.engine.count == 5 and state.calls.settled(17)  # the calls: every round
 
 
+def test_start_up_rounds_settle_the_engine_fit_whatever_their_draft_lengths():
+    """G4, G6: until two rounds are timed the costs do not decide and each start-up round drafts
+    the best g priced so far, which moves; were its switched rounds left unpriced, the engine fit
+    would not settle while g moves, and the start-up would go on (eight chains of the cheap
+    target drafted 4, 6, 11, 16, 15, 11, 6, 6 before the costs decided). Once the fit has
+    settled, switched rounds are left out again."""
+    state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
+    for g in (4, 7):
+        feed(state, np.full(8, g), g, call=2e-4, draft_step=2e-4, engine=1e-4, rounds=1)
+    assert state.engine.count == 2 and state.drafting.count == 2
+    feed(state, np.full(8, 12), 12, call=2e-4, draft_step=2e-4, engine=1e-4, rounds=1)
+    assert state.engine.count == 2  # settled: a switch is not priced (G4)
+
+
 def test_goodput_is_steps_over_seconds_of_equation_g1():
     survive = [0.9, 0.81]
     steps, seconds = adaptive.goodput(survive, 4, a=1.0, b=0.1, o0=0.2, per_position=0.5,
