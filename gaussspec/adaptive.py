@@ -643,8 +643,8 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
     The arguments up to ``drafting`` are the state's arrays (:attr:`AdaptiveState._arrays`);
     ``recent_decay`` and ``long_decay`` are this round's weights of the past in the recent and
     long counts (:func:`_round_decay`), ``cost_decay`` every cost estimate's. ``steady`` is False
-    for a round that changed the draft length: its calls are priced, its drafting and engine
-    time are not (G4).
+    for a round that changed the draft length once two rounds are priced (:func:`_update`): its
+    calls are priced, its drafting and engine time are not (G4).
     """
     _fold_round(hits, at_risk, tau, lengths, recent_decay)  # G3
     _fold_round(long_counts[0], long_counts[1], tau, lengths, long_decay)  # G3b, long memory
