@@ -339,30 +339,31 @@ def _calls_add(sizes, means, used, fit, decay, size, seconds, calls):
 
 
 @numba.njit(nogil=True)
-def _table_cost(sizes, means, table, fit, size):
+def _table_cost(sizes, means, used, fit, size):
     """``C(size)`` (G4): interpolated between settled sizes, the fit's slope beyond them.
 
-    ``table`` is :attr:`CallCosts.used` (sizes in use, clock); stale sizes count as unmeasured.
+    ``used`` is :attr:`CallCosts.used` (sizes in use, clock); stale sizes count as unmeasured.
     """
     a, b = fit[_C0], fit[_C1]
-    used, clock = table[0], table[1]
-    i = _table_index(sizes, used, size)
+    count, clock = used[0], used[1]
+    i = _table_index(sizes, count, size)
     lo, hi = i - 1, i
     while lo >= 0 and _live_count(means, lo, clock) < _SETTLE:
         lo -= 1
-    while hi < used and _live_count(means, hi, clock) < _SETTLE:
+    while hi < count and _live_count(means, hi, clock) < _SETTLE:
         hi += 1
-    if hi < used and sizes[hi] == size:
+    if hi < count and sizes[hi] == size:
         return means[hi, _VALUE]  # measured: its own mean
-    once = _observations(sizes, means, table, size) > 0  # measured, not settled (returned above)
-    if lo >= 0 and hi < used:  # between two settled sizes: linear interpolation
+    # measured lately, not settled (returned above): row i, found by the search above
+    once = i < count and sizes[i] == size and _live_count(means, i, clock) > 0
+    if lo >= 0 and hi < count:  # between two settled sizes: linear interpolation
         w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
         cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
         if once:  # optimistic: per state as cheap as the larger size, no cheaper than the smaller
             cost = min(cost, max(means[lo, _VALUE], means[hi, _VALUE] * size / sizes[hi]))
     elif lo >= 0:  # above them: the fit's slope
         cost = means[lo, _VALUE] + b * (size - sizes[lo])
-    elif hi < used:  # below them: the fit's slope, no cheaper per state than the smallest
+    elif hi < count:  # below them: the fit's slope, no cheaper per state than the smallest
         upper = means[hi, _VALUE]
         cost = upper * size / sizes[hi]  # optimistic when measured once: per state as cheap as it
         if not once:
@@ -395,17 +396,17 @@ def _live_count(means, i, clock):
 
 
 @numba.njit(nogil=True)
-def _observations(sizes, means, table, size):
+def _observations(sizes, means, used, size):
     """How many calls of ``size`` states the table has seen lately (their decayed-mean count; 0:
-    none, or stale); ``table`` is :attr:`CallCosts.used`."""
-    i = _table_index(sizes, table[0], size)
-    return _live_count(means, i, table[1]) if i < table[0] and sizes[i] == size else 0.0
+    none, or stale); ``used`` is :attr:`CallCosts.used`."""
+    i = _table_index(sizes, used[0], size)
+    return _live_count(means, i, used[1]) if i < used[0] and sizes[i] == size else 0.0
 
 
 @numba.njit(nogil=True)
-def _settled(sizes, means, table, size):
+def _settled(sizes, means, used, size):
     """:meth:`CallCosts.settled` on its arrays."""
-    return _observations(sizes, means, table, size) >= _SETTLE
+    return _observations(sizes, means, used, size) >= _SETTLE
 
 
 class CallCosts:
@@ -595,7 +596,7 @@ def _plain_step_time(plain_fit):
 
 
 @numba.njit(nogil=True)
-def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engine_fit, drafting,
+def _decide(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
             plain_fit, survive, long_survive, steps, seconds, call_seconds, pseudo_count,
             prior_weight, long_prior_weight, n, frozen, limit):
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
@@ -607,10 +608,10 @@ def _decide(hits, at_risk, long_counts, sizes, means, used_size, calls_fit, engi
     chains = int(n)
     per_step = drafting[_VALUE]  # d
     plain_engine = _plain_step_time(plain_fit)  # p0 (G2)
-    plain_call = _table_cost(sizes, means, used_size, calls_fit, chains)  # C(n) (G4)
+    plain_call = _table_cost(sizes, means, used, calls_fit, chains)  # C(n) (G4)
     plain = n / max(plain_call + plain_engine, 1e-12)  # G2 (p0: per step of a full burst)
     for g in range(1, limit + 1):
-        call_seconds[g - 1] = _table_cost(sizes, means, used_size, calls_fit, chains * (g + 1))
+        call_seconds[g - 1] = _table_cost(sizes, means, used, calls_fit, chains * (g + 1))
         if frozen:
             call_seconds[g - 1] += plain_call  # the frozen drafter's call at the round's start
     _two_memory_survival_into(hits, at_risk, long_counts, pseudo_count, prior_weight,
@@ -788,8 +789,8 @@ def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     """:meth:`AdaptiveState.update`: one round folded into the counts, costs and scalars.
 
     The round's drafting and engine time are priced only when its draft length is the previous
-    round's (or it is the first round, ``scalars[_LAST_WIDTH] == 0``), or while fewer than two
-    rounds are priced (the start-up's g moves: G4, G6).
+    round's, or while fewer than two rounds are priced (the first round, and the start-up's
+    moving g: G4, G6).
     """
     decay, n = params[_DECAY], tau.shape[0]
     accepted = 0.0
@@ -801,8 +802,8 @@ def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit,
                   drafting, recent_decay, long_decay, params[_COST_DECAY], tau, lengths,
                   call_states, call_time, frozen_time, drafting_time, draft_steps, round_time,
-                  timed, scalars[_LAST_WIDTH] in (0.0, draft_steps)
-                  or engine_fit[_FIT_COUNT] < _SETTLE)  # G3, G4 (a start-up switch priced)
+                  timed, scalars[_LAST_WIDTH] == draft_steps
+                  or engine_fit[_FIT_COUNT] < _SETTLE)  # G3, G4 (the start-up's rounds priced)
     scalars[_LAST_WIDTH] = draft_steps
     if scalars[_ROUNDS] == 0.0:
         scalars[_ADVANCE] = advance
