@@ -161,6 +161,27 @@ class IsotropicCovariance(Covariance):
             scalar = float(self.std)
         object.__setattr__(self, "_scalar", scalar)
 
+    @classmethod
+    def trusted(cls, std: torch.Tensor) -> IsotropicCovariance:
+        """``IsotropicCovariance(std)`` without the value checks (finite, non-negative).
+
+        The checks read the values on the host, which on a GPU waits for the device. A kernel
+        whose per-step ``std`` is picked from a table it checked once (at its construction)
+        builds its covariances with this on the hot path.
+
+        Args:
+            std: A 0-d or ``(B,)`` tensor of finite, non-negative values (not checked).
+
+        Raises:
+            ValueError: ``std`` has more than one dimension (a shape check: no host read).
+        """
+        if not isinstance(std, torch.Tensor) or std.ndim > 1:
+            raise ValueError(f"IsotropicCovariance.trusted takes a 0-d or (B,) tensor, got {std!r:.80}")
+        covariance = object.__new__(cls)
+        object.__setattr__(covariance, "std", std)
+        covariance.__attrs_post_init__()
+        return covariance
+
     def noise_shape(self, event_shape):
         return tuple(event_shape)
 
@@ -207,6 +228,20 @@ class DiagonalCovariance(Covariance):
         _check_finite(value, "DiagonalCovariance std")
         if (value < 0).any():
             raise ValueError("DiagonalCovariance std must be >= 0 (zeros allowed), got a negative value")
+
+    @classmethod
+    def trusted(cls, std: torch.Tensor) -> DiagonalCovariance:
+        """``DiagonalCovariance(std)`` without the value checks (finite, non-negative); see
+        :meth:`IsotropicCovariance.trusted`.
+
+        Args:
+            std: A tensor of finite, non-negative values (not checked).
+        """
+        if not isinstance(std, torch.Tensor):
+            raise TypeError(f"DiagonalCovariance.trusted takes a tensor, got {type(std).__name__}")
+        covariance = object.__new__(cls)
+        object.__setattr__(covariance, "std", std)
+        return covariance
 
     def noise_shape(self, event_shape):
         return tuple(event_shape)

@@ -139,6 +139,19 @@ class _Progress:
             self.bar.close()
 
 
+def _settle(device: torch.device, stats: SamplingStats) -> None:
+    """Wait for a CUDA device's queued work and count the wait as target time.
+
+    Kernel calls on a GPU return once their work is queued; the wait for it comes at the next
+    host read. Timed calls settle the device so that the time of the work they queued is counted
+    as theirs, not as the engine's. A no-op on other devices.
+    """
+    if device.type == "cuda":
+        tick = time.perf_counter()
+        torch.cuda.synchronize(device)
+        stats.target_time += time.perf_counter() - tick
+
+
 def _gaussian_step(kernel: GaussianKernel, mean: torch.Tensor, t: torch.Tensor,
                    randomness: Randomness, chains: np.ndarray, stats: SamplingStats):
     """``mean + L_t xi`` with noise in the mean's dtype."""
@@ -226,6 +239,7 @@ def sample_chain(
         stats.sequential_target_calls += 1
         bar.update(1)
     bar.close()
+    _settle(x0.device, stats)  # the queued steps are the target calls' work (on a GPU)
     zeros = np.zeros(num_chains, dtype=np.int64)
     for _ in range(num_steps):
         stats.record_round(zeros, zeros)
@@ -519,6 +533,7 @@ class _Run:
         else:
             out = self.target.mean(x, t)  # the evaluation is the mean itself
         self.stats.target_time += time.perf_counter() - tick
+        _settle(self.device, self.stats)  # a host read of the results follows anyway
         self.stats.target_evaluations += x.shape[0]
         return out
 
@@ -531,6 +546,7 @@ class _Run:
         else:
             mean = self.target.mean_from(x, t, evaluation)
         self.stats.target_time += time.perf_counter() - tick  # a target kernel call too
+        _settle(self.device, self.stats)
         return mean
 
     def _draft_mean(self, x, t, memory, stale):
@@ -654,6 +670,7 @@ class _Run:
                         lambda e: e.new_zeros((self.num_chains, *e.shape[1:])), evaluation)
                 _tree_map(lambda c, e: c.__setitem__(chains, e), self.cache, evaluation)
             self.has_cache[chains_np] = True
+        _settle(self.device, self.stats)  # the burst's queued calls, before it is priced
         self.stats.rounds += count
         self.stats.sequential_target_calls += count
         zeros = np.zeros(n * count, dtype=np.int64)  # one call with every (chain, step) entry
@@ -720,6 +737,12 @@ class _Run:
             draft_memory[:, 0] = memory0
         path_at = self._columns("path", path)  # per-position views
         noise_at = self._noise_columns(noises)
+        terms = None  # L xi of every slot, for an elementwise L that varies by chain or step
+        if scalar is None and grid_covariance.elementwise and draft_memory is None:
+            slots = target.covariance(steps[:, :width].reshape(-1))  # slot (b, i - 1): t_prev
+            terms = slots.apply(noises.reshape(n * width, *noises.shape[2:]), shape).view(
+                n, width, *shape).to(self.dtype)  # one call a round, not one a step
+            term_at = terms.unbind(1)
         full_means = []  # draft means of the positions every chain drafts (stored when asked)
         for i in range(1, width + 1):
             every = i <= shortest  # every chain drafts position i: plain views, no gathers
@@ -736,6 +759,14 @@ class _Run:
             if every and scalar is not None and draft_memory is None:  # no temporaries
                 full_means.append(mean)
                 torch.add(mean, noise_at[i - 1], alpha=scalar, out=path_at[i])  # m_p + std xi
+                continue
+            if terms is not None:
+                if every:
+                    full_means.append(mean)
+                    torch.add(mean, term_at[i - 1], out=path_at[i])  # m_p + L xi
+                else:
+                    draft_means[rows, i - 1] = mean
+                    path[rows, i] = mean + terms[rows, i - 1]  # m_p + L xi
                 continue
             covariance = target.covariance(t_prev)
             if every:
@@ -967,6 +998,7 @@ class _Run:
                     _tree_map(lambda e: e[nxt], e_i), path[rows_next, i + 1],
                 )
         self.stats.target_time += time.perf_counter() - tick
+        _settle(self.device, self.stats)
         return means, evaluations, flat_index, memory
 
     def _check_grid(self, means, draft_means, steps, lengths, chains_np, last_offset):
@@ -1057,14 +1089,19 @@ class _Run:
         width = 0 if draft_means is None else draft_means.shape[1]
         deltas = log_ratio = np.zeros((n, 1))
         if width > 0:
-            self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
             whitened, delta = whitened_gaps(
                 target.covariance(steps[:, :width].reshape(-1)),
                 means[:, :width].reshape(n * width, *shape),
                 draft_means.reshape(n * width, *shape), self.range_rtol,
             )
             ratio = log_ratios(noises.reshape(n * width, *noises.shape[2:]), whitened, delta)
-            log_ratio, deltas = torch.stack([ratio, delta]).reshape(2, n, width).cpu().numpy()
+            # slot (b, i): are m_q and m_p finite there? Read with the ratios (one host transfer)
+            finite = (torch.isfinite(means[:, :width].reshape(n, width, -1)).all(2)
+                      & torch.isfinite(draft_means.reshape(n, width, -1)).all(2))
+            log_ratio, deltas, finite = torch.stack(
+                [ratio, delta, finite.reshape(-1).to(ratio.dtype)]).reshape(3, n, width).cpu().numpy()
+            if not finite[self.positions[:width] < lengths[:, None]].all():  # a drafted slot
+                self._check_grid(means, draft_means, steps, lengths, chains_np, -1)  # raises
         tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
         tau_t = self._device_index(tau)
         t_next = steps[self.chain_ids[:n], tau_t]

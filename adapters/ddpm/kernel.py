@@ -263,6 +263,7 @@ class DiffusionKernel(gs.GaussianKernel):
         )
         self._tables = {name: value.to(self.device) for name, value in tables.items()}
         self._timesteps_device = self.timesteps.to(self.device)
+        gs.IsotropicCovariance(self._tables["std"])  # checked once: steps use .trusted (no sync)
         self._std64 = self._tables["std"].to(torch.float64)
         self._thresholding = bool(config.thresholding)
         self._clip = bool(config.clip_sample)
@@ -314,7 +315,7 @@ class DiffusionKernel(gs.GaussianKernel):
 
     def covariance(self, t: torch.Tensor) -> gs.IsotropicCovariance:
         """``std_k * I`` with the scheduler's standard deviation at each chain's step (0 at t=0)."""
-        return gs.IsotropicCovariance(self._tables["std"][t.to(self.device)])
+        return gs.IsotropicCovariance.trusted(self._tables["std"][t.to(self.device)])
 
     def step_std(self, t: torch.Tensor) -> torch.Tensor:
         """The noise standard deviation at steps ``t`` as a float64 ``(B,)`` tensor."""
@@ -407,7 +408,12 @@ class DiffusionKernel(gs.GaussianKernel):
         sb = self._coef("sqrt_beta_prod", t, x)
         x0_frozen, eps_frozen = self._from_frozen(x, sa, sb, frozen.to(self.device, work))
         same = (t_eval.to(self.device) == t) & (x_eval.to(self.device, work) == x).flatten(1).all(dim=1)
-        if bool(same.all()):
+        if self.device.type != "cpu":  # pick per chain without reading `same` (a device sync)
+            x0_native, eps_native = self._native(x, sa, sb, output.to(self.device, work))
+            pick = same.reshape(-1, *([1] * (x.ndim - 1)))
+            x0 = torch.where(pick, x0_native, x0_frozen)
+            eps = None if eps_native is None else torch.where(pick, eps_native, eps_frozen)
+        elif bool(same.all()):
             x0, eps = self._native(x, sa, sb, output.to(self.device, work))
         elif bool(same.any()):
             x0_native, eps_native = self._native(x, sa, sb, output.to(self.device, work))

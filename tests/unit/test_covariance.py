@@ -49,3 +49,29 @@ def test_zero_variance_coordinates_and_out_of_range_gaps():
 def test_bad_covariances(build, match):
     with pytest.raises((ValueError, TypeError), match=match):
         build()
+
+
+@pytest.mark.parametrize("kind", ["isotropic", "diagonal"])
+def test_trusted_covariances_act_like_checked_ones(kind):
+    """``.trusted`` skips only the value checks (host reads): same noise, whitening, ranges."""
+    cls = gs.IsotropicCovariance if kind == "isotropic" else gs.DiagonalCovariance
+    std = torch.tensor([0.5, 0.0, 2.0], dtype=torch.float64)
+    if kind == "diagonal":
+        std = std[:, None].expand(3, 2)
+    checked, trusted = cls(std), cls.trusted(std)
+    noise = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gap = torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.equal(trusted.apply(noise, (2,)), checked.apply(noise, (2,)))
+    assert torch.equal(trusted.step(gap, noise, (2,)), checked.step(gap, noise, (2,)))
+    for a, b in zip(trusted.whiten(gap, gap.norm(dim=1), 1e-9), checked.whiten(gap, gap.norm(dim=1), 1e-9)):
+        assert torch.equal(a, b)
+    assert trusted.full_range() == checked.full_range() is False
+    with pytest.raises(ValueError, match="negative"):
+        cls(-std - 1)  # the checked constructor still checks
+    cls.trusted(-std - 1)  # the trusted one does not read the values
+
+
+def test_trusted_isotropic_still_checks_the_shape():
+    with pytest.raises(ValueError, match=r"0-d or \(B,\) tensor"):
+        gs.IsotropicCovariance.trusted(torch.ones(2, 2))
+    assert gs.IsotropicCovariance.trusted(torch.tensor(0.5))._scalar == 0.5

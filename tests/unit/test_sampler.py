@@ -272,3 +272,43 @@ def test_an_adaptive_policy_action_out_of_range_is_named(action):
     with pytest.raises(ValueError, match=r"chose \(g, burst\) = \(-?\d+, \d+\); an action is"):
         sampler.sample(torch.zeros(2, 2, dtype=torch.float64),
                        generator=torch.Generator().manual_seed(0))
+
+
+class _NaNDiagonal(gs.GaussianKernel):
+    """Diagonal noise (the general, any-device verification path); NaN at step 3 (chain 0 first)."""
+
+    def __init__(self, nan=True):
+        self.num_steps, self.event_shape, self.nan = 6, (2,), nan
+
+    def covariance(self, t):
+        return gs.DiagonalCovariance(torch.tensor([0.5, 0.7]))
+
+    def mean(self, x, t):
+        out = 0.9 * x
+        if self.nan:
+            out[t == 3, 1] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("where", ["target", "draft"])
+def test_nan_on_the_general_path_names_step_and_chain(where):
+    """The finiteness of the drafted slots is read with the log ratios; a NaN is still named."""
+    target, draft = (_NaNDiagonal(), _NaNDiagonal(False)) if where == "target" else (
+        _NaNDiagonal(False), _NaNDiagonal())
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(draft), 4)
+    name = "draft" if where == "draft" else "_NaNDiagonal"
+    with pytest.raises(gs.NonFiniteMeanError, match=rf"{name} mean is NaN or inf at step t=3 for chain 0"):
+        sampler.sample(torch.zeros(3, 2), generator=torch.Generator().manual_seed(0))
+
+
+def test_gpu_waits_count_as_target_time(monkeypatch):
+    """On a CUDA device a timed call settles the device: the wait is the call's, not the engine's."""
+    from gaussspec import sampler as engine
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    stats = gs.SamplingStats(num_chains=1, num_steps=1, draft_length=0)
+    engine._settle(torch.device("cpu"), stats)
+    assert waited == [] and stats.target_time == 0.0  # nothing to wait for on the CPU
+    engine._settle(torch.device("cuda", 0), stats)
+    assert waited == [torch.device("cuda", 0)] and stats.target_time > 0.0
