@@ -173,10 +173,14 @@ class IsotropicCovariance(Covariance):
             std: A 0-d or ``(B,)`` tensor of finite, non-negative values (not checked).
 
         Raises:
+            TypeError: ``std`` is not a tensor.
             ValueError: ``std`` has more than one dimension (a shape check: no host read).
         """
-        if not isinstance(std, torch.Tensor) or std.ndim > 1:
-            raise ValueError(f"IsotropicCovariance.trusted takes a 0-d or (B,) tensor, got {std!r:.80}")
+        if not isinstance(std, torch.Tensor):
+            raise TypeError(f"IsotropicCovariance.trusted takes a tensor, got {type(std).__name__}")
+        if std.ndim > 1:
+            raise ValueError(
+                f"IsotropicCovariance.trusted takes a 0-d or (B,) tensor, got shape {tuple(std.shape)}")
         covariance = object.__new__(cls)
         object.__setattr__(covariance, "std", std)
         covariance.__attrs_post_init__()
@@ -236,6 +240,9 @@ class DiagonalCovariance(Covariance):
 
         Args:
             std: A tensor of finite, non-negative values (not checked).
+
+        Raises:
+            TypeError: ``std`` is not a tensor.
         """
         if not isinstance(std, torch.Tensor):
             raise TypeError(f"DiagonalCovariance.trusted takes a tensor, got {type(std).__name__}")

@@ -756,7 +756,7 @@ class _Run:
         terms = None  # L xi of every slot in one call (not one a step), where L allows it
         if scalar is None and draft_memory is None and _noise_in_one_call(grid_covariance):
             slots = target.covariance(steps[:, :width].reshape(-1))  # slot (b, i - 1): t_prev
-            terms = slots.apply(noises.reshape(n * width, *noises.shape[2:]), shape).view(
+            terms = slots.apply(noises.reshape(n * width, *noises.shape[2:]), shape).reshape(
                 n, width, *shape).to(self.dtype)  # one call a round, not one a step
             term_at = terms.unbind(1)
         full_means = []  # draft means of the positions every chain drafts (stored when asked)

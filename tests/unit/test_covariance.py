@@ -74,4 +74,8 @@ def test_trusted_covariances_act_like_checked_ones(kind):
 def test_trusted_isotropic_still_checks_the_shape():
     with pytest.raises(ValueError, match=r"0-d or \(B,\) tensor"):
         gs.IsotropicCovariance.trusted(torch.ones(2, 2))
+    with pytest.raises(TypeError, match="takes a tensor"):
+        gs.IsotropicCovariance.trusted(0.5)
+    with pytest.raises(TypeError, match="takes a tensor"):
+        gs.DiagonalCovariance.trusted([0.5])
     assert gs.IsotropicCovariance.trusted(torch.tensor(0.5))._scalar == 0.5
