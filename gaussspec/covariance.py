@@ -93,6 +93,26 @@ class Covariance(abc.ABC):
     #: Whitening is coordinate-wise (isotropic, diagonal): exact in the states' own precision.
     elementwise = False
 
+    def row_matrices(self) -> bool:
+        """Whether ``L`` holds a matrix per row (a ``(B, d, n)`` factor).
+
+        False for an element-wise ``L`` and for one factor shared by every row: a covariance for
+        many rows is then cheap to build, and ``apply`` over all of them is one call (the sampler
+        draws a round's draft noise so). Classes that do not say are taken to hold them.
+        """
+        return not self.elementwise
+
+    @classmethod
+    def _unchecked(cls, **values):
+        """An instance with these field values, its validators and converters skipped (the
+        ``trusted`` constructors); ``__attrs_post_init__`` still runs."""
+        covariance = object.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(covariance, name, value)
+        if hasattr(covariance, "__attrs_post_init__"):
+            covariance.__attrs_post_init__()
+        return covariance
+
     def step(self, mean: torch.Tensor, noise: torch.Tensor, event_shape) -> torch.Tensor:
         """``mean + L xi`` in the dtype of ``mean``."""
         return mean + self.apply(noise, event_shape).to(mean.dtype)
@@ -181,10 +201,7 @@ class IsotropicCovariance(Covariance):
         if std.ndim > 1:
             raise ValueError(
                 f"IsotropicCovariance.trusted takes a 0-d or (B,) tensor, got shape {tuple(std.shape)}")
-        covariance = object.__new__(cls)
-        object.__setattr__(covariance, "std", std)
-        covariance.__attrs_post_init__()
-        return covariance
+        return cls._unchecked(std=std)
 
     def noise_shape(self, event_shape):
         return tuple(event_shape)
@@ -246,9 +263,7 @@ class DiagonalCovariance(Covariance):
         """
         if not isinstance(std, torch.Tensor):
             raise TypeError(f"DiagonalCovariance.trusted takes a tensor, got {type(std).__name__}")
-        covariance = object.__new__(cls)
-        object.__setattr__(covariance, "std", std)
-        return covariance
+        return cls._unchecked(std=std)
 
     def noise_shape(self, event_shape):
         return tuple(event_shape)
@@ -322,6 +337,9 @@ class DenseCovariance(Covariance):
     def full_range(self):
         return True
 
+    def row_matrices(self):
+        return self.cholesky.ndim == 3
+
     def apply(self, noise, event_shape):
         factor = self.cholesky.to(noise.device, noise.dtype)
         flat = (factor @ noise.unsqueeze(-1)).squeeze(-1)  # L xi
@@ -359,6 +377,9 @@ class FactorCovariance(Covariance):
     def noise_shape(self, event_shape):
         _check_rows(self.factor, event_shape, "FactorCovariance factor")
         return (self.factor.shape[-1],)
+
+    def row_matrices(self):
+        return self.factor.ndim == 3
 
     def apply(self, noise, event_shape):
         factor = self.factor.to(noise.device, noise.dtype)

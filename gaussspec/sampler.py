@@ -25,7 +25,7 @@ from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
 from gaussspec.compiled import compilations, fused_step, gather_rows, host_grid
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
-from gaussspec.covariance import Covariance, DenseCovariance, FactorCovariance, IsotropicCovariance
+from gaussspec.covariance import IsotropicCovariance
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
 from gaussspec.kernel import GaussianKernel
 from gaussspec.randomness import Randomness
@@ -150,22 +150,6 @@ def _settle(device: torch.device, stats: SamplingStats) -> None:
         tick = time.perf_counter()
         torch.cuda.synchronize(device)
         stats.target_time += time.perf_counter() - tick
-
-
-def _noise_in_one_call(covariance: Covariance) -> bool:
-    """Whether ``L xi`` of a round's every drafted slot can be one ``apply`` call.
-
-    True for an element-wise ``L`` (a std per row is cheap to index) and for a dense or factor
-    ``L`` that every row shares; False for per-row matrices (``n (g + 1)`` copies of them could
-    be large) and for other covariance classes, which step by step as before.
-    """
-    if covariance.elementwise:
-        return True
-    if isinstance(covariance, DenseCovariance):
-        return covariance.cholesky.ndim == 2
-    if isinstance(covariance, FactorCovariance):
-        return covariance.factor.ndim == 2
-    return False
 
 
 def _gaussian_step(kernel: GaussianKernel, mean: torch.Tensor, t: torch.Tensor,
@@ -754,7 +738,7 @@ class _Run:
         path_at = self._columns("path", path)  # per-position views
         noise_at = self._noise_columns(noises)
         terms = None  # L xi of every slot in one call (not one a step), where L allows it
-        if scalar is None and draft_memory is None and _noise_in_one_call(grid_covariance):
+        if scalar is None and draft_memory is None and not grid_covariance.row_matrices():
             slots = target.covariance(steps[:, :width].reshape(-1))  # slot (b, i - 1): t_prev
             terms = slots.apply(noises.reshape(n * width, *noises.shape[2:]), shape).reshape(
                 n, width, *shape).to(self.dtype)  # one call a round, not one a step

@@ -408,20 +408,16 @@ class DiffusionKernel(gs.GaussianKernel):
         sb = self._coef("sqrt_beta_prod", t, x)
         x0_frozen, eps_frozen = self._from_frozen(x, sa, sb, frozen.to(self.device, work))
         same = (t_eval.to(self.device) == t) & (x_eval.to(self.device, work) == x).flatten(1).all(dim=1)
-        if self.device.type != "cpu":  # pick per chain without reading `same` (a device sync)
-            x0_native, eps_native = self._native(x, sa, sb, output.to(self.device, work))
-            pick = same.reshape(-1, *([1] * (x.ndim - 1)))
-            x0 = torch.where(pick, x0_native, x0_frozen)
-            eps = None if eps_native is None else torch.where(pick, eps_native, eps_frozen)
-        elif bool(same.all()):
+        on_cpu = self.device.type == "cpu"  # elsewhere `same` is not read (a device sync)
+        if on_cpu and bool(same.all()):
             x0, eps = self._native(x, sa, sb, output.to(self.device, work))
-        elif bool(same.any()):
+        elif on_cpu and not bool(same.any()):
+            x0, eps = x0_frozen, eps_frozen
+        else:  # per chain
             x0_native, eps_native = self._native(x, sa, sb, output.to(self.device, work))
             pick = same.reshape(-1, *([1] * (x.ndim - 1)))
             x0 = torch.where(pick, x0_native, x0_frozen)
             eps = None if eps_native is None else torch.where(pick, eps_native, eps_frozen)
-        else:
-            x0, eps = x0_frozen, eps_frozen
         x0 = self._clip_x0(x0)
         if self.kind == "ddpm":
             # posterior mean mu_tilde(x_t, x0), Ho et al. 2020 eq. 7

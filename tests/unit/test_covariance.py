@@ -79,3 +79,14 @@ def test_trusted_isotropic_still_checks_the_shape():
     with pytest.raises(TypeError, match="takes a tensor"):
         gs.DiagonalCovariance.trusted([0.5])
     assert gs.IsotropicCovariance.trusted(torch.tensor(0.5))._scalar == 0.5
+
+
+def test_which_covariances_hold_a_matrix_per_row():
+    """Those that do not draw a round's draft noise in one call (the sampler's ``_draft``)."""
+    chol = torch.linalg.cholesky(torch.eye(3, dtype=torch.float64) * 2)
+    assert not gs.IsotropicCovariance(torch.ones(4)).row_matrices()
+    assert not gs.DiagonalCovariance(torch.ones(3)).row_matrices()
+    assert not gs.DenseCovariance(chol).row_matrices()  # one factor for every row
+    assert not gs.FactorCovariance(torch.ones(3, 2)).row_matrices()
+    assert gs.DenseCovariance(chol.expand(4, 3, 3)).row_matrices()  # per row
+    assert gs.FactorCovariance(torch.ones(4, 3, 2)).row_matrices()

@@ -314,23 +314,9 @@ def test_gpu_waits_count_as_target_time(monkeypatch):
     assert waited == [torch.device("cuda", 0)] and stats.target_time > 0.0
 
 
-def test_which_covariances_draft_their_noise_in_one_call():
-    from gaussspec import sampler as engine
-
-    chol = torch.linalg.cholesky(torch.eye(3, dtype=torch.float64) * 2)
-    assert engine._noise_in_one_call(gs.IsotropicCovariance(torch.ones(4)))
-    assert engine._noise_in_one_call(gs.DiagonalCovariance(torch.ones(3)))
-    assert engine._noise_in_one_call(gs.DenseCovariance(chol))  # one factor for every row
-    assert engine._noise_in_one_call(gs.FactorCovariance(torch.ones(3, 2)))
-    assert not engine._noise_in_one_call(gs.DenseCovariance(chol.expand(4, 3, 3)))  # per row
-    assert not engine._noise_in_one_call(gs.FactorCovariance(torch.ones(4, 3, 2)))
-
-
 @pytest.mark.parametrize("kind", ["dense", "std by step"])
 def test_noise_in_one_call_drafts_the_paths_step_by_step_drafting_gives(kind, monkeypatch):
     """L xi for a round's every slot at once: the same run as one covariance call a step."""
-    from gaussspec import sampler as engine
-
     if kind == "dense":  # one Cholesky factor shared by every row
         target = chains.OrnsteinUhlenbeckKernel(dimension=3, num_steps=20, covariance_kind="dense")
         draft = chains.OrnsteinUhlenbeckKernel(dimension=3, num_steps=20, covariance_kind="dense",
@@ -345,7 +331,8 @@ def test_noise_in_one_call_drafts_the_paths_step_by_step_drafting_gives(kind, mo
         return sampler.sample(x0, generator=torch.Generator().manual_seed(3), return_trajectory=True)
 
     together = run()
-    monkeypatch.setattr(engine, "_noise_in_one_call", lambda covariance: False)
+    for cls in (gs.DenseCovariance, gs.IsotropicCovariance):  # as if they held a matrix per row
+        monkeypatch.setattr(cls, "row_matrices", lambda covariance: True)
     step_by_step = run()
     torch.testing.assert_close(together.trajectory, step_by_step.trajectory, rtol=1e-12, atol=1e-12)
     assert together.stats.rounds == step_by_step.stats.rounds
