@@ -25,7 +25,7 @@ from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
 from gaussspec.compiled import compilations, fused_step, gather_rows, host_grid
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
-from gaussspec.covariance import IsotropicCovariance
+from gaussspec.covariance import DenseCovariance, IsotropicCovariance
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
 from gaussspec.kernel import GaussianKernel
 from gaussspec.randomness import Randomness
@@ -442,6 +442,7 @@ class _Run:
         self.fused_verification = (self.on_cpu  # compiled CPU paths (until a round says no)
                                    and self.dtype in (torch.float32, torch.float64))
         self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
+        self.shared_factor = None  # (a dense covariance's L, (L, L^T) in float64): whitening
         self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
         self.noise_buffers: dict[tuple, list] = {}  # two draft-noise buffers per shape
         self.noise_columns: dict[tuple, tuple] = {}  # their per-position views
@@ -1021,26 +1022,63 @@ class _Run:
         Everything here depends on the drafts only, so it runs while the caches are warm rather
         than after the call (which streams the kernel's weights through them).
 
-        Returns ``(std, path, noise, new_x, out)``: the ``(n, width + 1)`` std of the step leaving
-        each slot, host views of the drafted paths and the noise, the tensor the next states go to
-        and its host view; or None when the covariance is not isotropic. The next states go to the
-        path's slot 0 (only later slots are read when they are written), where the next round of
-        the same shape drafts from them without a copy.
+        Returns ``(std, path, noise, new_x, out, factor)``: the ``(n, width + 1)`` std of the step
+        leaving each slot, host views of the drafted paths and the noise, the tensor the next
+        states go to and its host view, and None; or None when the covariance is neither isotropic
+        nor a dense factor shared by every slot. The next states go to the path's slot 0 (only
+        later slots are read when they are written), where the next round of the same shape
+        drafts from them without a copy. For a shared dense ``L`` (float64 states) the round runs
+        in whitened coordinates (:meth:`_shared_factor`): std 1, the path ``L^-1 x``, the next
+        whitened states to a tensor of their own, and ``factor = (L, L^T)`` last.
         """
         n, width = len(lengths), steps.shape[1] - 1
-        std = self._std_grid(covariance, n, width + 1)
+        std, factor = self._std_grid(covariance, n, width + 1), None
         if std is None:
-            return None
-        host_path, host_first = self._host("path", path)
+            factor = self._shared_factor(covariance)
+            if factor is None:
+                return None
+            std = self._std_grid(IsotropicCovariance.trusted(torch.ones(())), n, width + 1)
         if width:
             noise = host_grid(noises, n, width)
         else:
             noise = np.zeros((n, 1, 1), dtype=_NUMPY_DTYPES[self.dtype])
+        if factor is not None:  # whitened coordinates z = L^-1 x, where L = std I with std 1
+            white_path = self._whitened("path.whitened", path, factor)
+            new_z = torch.empty((n, *self.event_shape), dtype=self.dtype)
+            host_path = host_grid(white_path, n, width + 1)
+            return std, host_path, noise, new_z, host_grid(new_z, n), factor
+        host_path, host_first = self._host("path", path)
         if self.target.has_memory:  # next_memory may keep the new states: a tensor of their own
             new_x = torch.empty((n, *self.event_shape), dtype=self.dtype)
-            return std, host_path, noise, new_x, host_grid(new_x, n)
+            return std, host_path, noise, new_x, host_grid(new_x, n), None
         self.slot = (self._columns("path", path)[0], path)
-        return std, host_path, noise, self.slot[0], host_first
+        return std, host_path, noise, self.slot[0], host_first, None
+
+    def _shared_factor(self, covariance) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(L, L^T)`` of a dense Cholesky factor shared by every slot, for float64 states; None
+        for any other covariance.
+
+        With one invertible ``L`` for every slot the round is the isotropic one (std 1) in the
+        whitened coordinates ``z = L^-1 x``: the draft mean read off a drafted state is
+        ``L^-1 m_p``, the gap ``L^-1 (m_q - m_p)`` is the general path's whitened gap, and every
+        next state is ``L`` times its whitened one (ALGORITHMS sections 1-3 are affine-invariant).
+        """
+        if not (isinstance(covariance, DenseCovariance) and covariance.cholesky.ndim == 2
+                and self.dtype == torch.float64):
+            return None
+        kept = self.shared_factor
+        if kept is None or kept[0] is not covariance.cholesky:
+            factor = covariance.cholesky.to(torch.float64).contiguous()
+            kept = self.shared_factor = (covariance.cholesky, (factor, factor.T.contiguous()))
+        return kept[1]
+
+    def _whitened(self, name: str, grid: torch.Tensor, factor) -> torch.Tensor:
+        """``L^-1 x`` for every slot of an ``(n, columns, *event)`` grid, in a kept buffer."""
+        rows, d = grid.shape[0] * grid.shape[1], factor[0].shape[0]
+        out = self._grid(name, tuple(grid.shape), False)
+        torch.linalg.solve_triangular(factor[1], grid.reshape(rows, d), upper=True, left=False,
+                                      out=out.view(rows, d))  # z L^T = x: z = L^-1 x per row
+        return out
 
     @staticmethod
     def _spare(pairs: dict, key, make: Callable[[], torch.Tensor], current):
@@ -1058,15 +1096,17 @@ class _Run:
                        residual_uniforms, fresh, inputs, gather):
         """Verification and the next states by the compiled CPU path, or None if it does not apply.
 
-        ``inputs`` is what :meth:`_compiled_inputs` prepared (None: not isotropic); ``gather`` a
+        ``inputs`` is what :meth:`_compiled_inputs` prepared (None: not isotropic nor a shared
+        dense factor; with a factor the target means are whitened too); ``gather`` a
         :meth:`_gather_plan` done in the same call (or None). Returns ``(tau, log_w, next_states,
         finite)`` like :meth:`_step_general`.
         """
         if inputs is None or not (means.dtype == self.dtype and means.is_contiguous()):
             return None
-        std, path, noise, new_x, out = inputs
+        std, path, noise, new_x, out, factor = inputs
+        target_means = means if factor is None else self._whitened("means.whitened", means, factor)
         found, finite = fused_step(
-            host_grid(means, len(lengths), steps.shape[1]), path, noise,
+            host_grid(target_means, len(lengths), steps.shape[1]), path, noise,
             host_grid(fresh, len(lengths)), lengths, std, uniforms, residual_uniforms,
             self.verification == "token", self.coupling == "reflection", out,
             None if gather is None else gather[1])
@@ -1074,6 +1114,9 @@ class _Run:
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
         if found.status != 0:
             return None  # a zero std (mutually singular) or an overflow: the general path decides
+        if factor is not None:  # x = L z, from the whitened coordinates
+            new_x = torch.mm(new_x.reshape(len(lengths), -1), factor[1]).reshape(new_x.shape)
+            finite = finite and bool(torch.isfinite(new_x.sum()))
         return found.tau, found.log_weight, new_x, finite
 
     def _step_general(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
@@ -1222,7 +1265,7 @@ class _Run:
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
         inputs = None
-        if self.fused_verification:  # L = std I on CPU: prepared while the caches are warm
+        if self.fused_verification:  # L = std I or one dense L, on CPU: made while caches are warm
             inputs = self._compiled_inputs(grid_covariance, path, noises, steps, lengths)
         if inputs is None and draft_means is not None:
             draft_means.grid()  # stored before the call, while the drafts are in the cache
@@ -1239,7 +1282,7 @@ class _Run:
         if next_noise is not None:
             self.prefetched = (chains_np, next_noise)
         stepped = gather = tau_eval = None
-        if inputs is not None:  # L = std I on CPU: one compiled call does the rest
+        if inputs is not None:  # L = std I (or whitened) on CPU: one compiled call does the rest
             if self.drafter.source == "free":
                 gather = self._gather_plan(evaluations, flat_index, n)
             stepped = self._step_compiled(means, draft_means, noises, steps, lengths, chains_np,

@@ -1,4 +1,5 @@
-"""The compiled CPU paths (isotropic noise) against the general torch paths, draw for draw.
+"""The compiled CPU paths (isotropic noise, and a shared dense factor in whitened coordinates)
+against the general torch paths, draw for draw.
 
 Both paths consume the generator identically, so with the same seed they must give the same
 accepted lengths and the same states up to rounding; the general path is itself covered by the
@@ -35,10 +36,18 @@ def _run(target, drafter, x0, verification, coupling, seed=3):
     return sampler.sample(x0, generator=torch.Generator().manual_seed(seed), return_trajectory=True)
 
 
+def _dense_ou(perturbation=0.0):
+    return OrnsteinUhlenbeckKernel(dimension=5, num_steps=11, covariance_kind="dense",
+                                   perturbation=perturbation)
+
+
 CASES = {
     "ou-free-block": (lambda: OrnsteinUhlenbeckKernel(dimension=5, num_steps=11), "free", "block", "gamma"),
     "ou-kernel-token-reflection": (
         lambda: OrnsteinUhlenbeckKernel(dimension=5, num_steps=11), "kernel", "token", "reflection"),
+    "ou_dense-free-block": (_dense_ou, "free", "block", "gamma"),
+    "ou_dense-kernel-token-reflection": (_dense_ou, "kernel", "token", "reflection"),
+    "ou_dense-frozen-token": (_dense_ou, "frozen", "token", "gamma"),
     "ddpm-frozen-block": (lambda: GaussianDataDDPMKernel(dimension=4, num_steps=10), "frozen", "block", "gamma"),
     "ddpm-kernel-token": (lambda: GaussianDataDDPMKernel(dimension=4, num_steps=10), "kernel", "token", "gamma"),
 }
@@ -50,8 +59,9 @@ def test_compiled_and_general_paths_agree(case, dtype, monkeypatch):
     make, drafter_name, verification, coupling = CASES[case]
     target = make()
     if drafter_name == "kernel":
-        draft = type(target)(**{"dimension": target.event_shape[0], "num_steps": target.num_steps,
-                                "perturbation": 0.4})
+        draft = _dense_ou(0.4) if make is _dense_ou else type(target)(
+            **{"dimension": target.event_shape[0], "num_steps": target.num_steps,
+               "perturbation": 0.4})
         drafter = gs.KernelDrafter(draft)
     else:
         drafter = drafter_name
@@ -65,6 +75,22 @@ def test_compiled_and_general_paths_agree(case, dtype, monkeypatch):
     rtol = 1e-4 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(fast.trajectory, slow.trajectory, rtol=rtol, atol=rtol)
     assert sum(fast.stats.accepted_length_histogram[:-1]) > 0  # rejections happened: residuals ran
+
+
+@pytest.mark.parametrize("drafter", ["free", "frozen", "kernel"])
+def test_a_shared_dense_factor_takes_the_compiled_path(drafter, monkeypatch):
+    """float64 states and one dense L for every slot: no round falls back to the general path
+    (float32 states do: whitening them in their own precision is not exact enough)."""
+    calls = []
+    general = engine._Run._step_general
+    monkeypatch.setattr(engine._Run, "_step_general",
+                        lambda self, *args: calls.append(1) or general(self, *args))
+    target = _dense_ou()
+    chosen = gs.KernelDrafter(_dense_ou(0.4)) if drafter == "kernel" else drafter
+    for dtype, expected in ((torch.float64, 0), (torch.float32, None)):
+        calls.clear()
+        result = _run(target, chosen, target.initial_state(8).to(dtype), "block", "gamma")
+        assert len(calls) == (result.stats.rounds if expected is None else expected)
 
 
 @pytest.mark.parametrize("token", [False, True])
