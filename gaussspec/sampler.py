@@ -1068,7 +1068,7 @@ class _Run:
             return None
         kept = self.shared_factor
         if kept is None or kept[0] is not covariance.cholesky:
-            factor = covariance.cholesky.to(torch.float64).contiguous()
+            factor = covariance.cholesky.detach().to("cpu", torch.float64).contiguous()
             kept = self.shared_factor = (covariance.cholesky, (factor, factor.T.contiguous()))
         return kept[1]
 
