@@ -41,6 +41,26 @@ def _dense_ou(perturbation=0.0):
                                    perturbation=perturbation)
 
 
+class _DiagonalOU(OrnsteinUhlenbeckKernel):
+    """ULA on N(mu, I) with a diagonal noise factor (any Gaussian kernel serves the comparison)."""
+
+    def __init__(self, perturbation=0.0, zero=False):
+        super().__init__(dimension=5, num_steps=11, perturbation=perturbation)
+        self.std = torch.linspace(0.5, 1.5, 5, dtype=torch.float64) * (2 * self.h) ** 0.5
+        if zero:
+            self.std[2] = 0.0  # a coordinate without noise: mutually singular where gaps reach it
+
+    def covariance(self, t):
+        return gs.DiagonalCovariance(self.std)
+
+
+def _diagonal_ou(perturbation=0.0):
+    return _DiagonalOU(perturbation)
+
+
+_SHARED = {_dense_ou: "dense", _diagonal_ou: "diagonal"}
+
+
 CASES = {
     "ou-free-block": (lambda: OrnsteinUhlenbeckKernel(dimension=5, num_steps=11), "free", "block", "gamma"),
     "ou-kernel-token-reflection": (
@@ -48,6 +68,8 @@ CASES = {
     "ou_dense-free-block": (_dense_ou, "free", "block", "gamma"),
     "ou_dense-kernel-token-reflection": (_dense_ou, "kernel", "token", "reflection"),
     "ou_dense-frozen-token": (_dense_ou, "frozen", "token", "gamma"),
+    "ou_diagonal-free-block": (_diagonal_ou, "free", "block", "gamma"),
+    "ou_diagonal-kernel-token-reflection": (_diagonal_ou, "kernel", "token", "reflection"),
     "ddpm-frozen-block": (lambda: GaussianDataDDPMKernel(dimension=4, num_steps=10), "frozen", "block", "gamma"),
     "ddpm-kernel-token": (lambda: GaussianDataDDPMKernel(dimension=4, num_steps=10), "kernel", "token", "gamma"),
 }
@@ -59,7 +81,7 @@ def test_compiled_and_general_paths_agree(case, dtype, monkeypatch):
     make, drafter_name, verification, coupling = CASES[case]
     target = make()
     if drafter_name == "kernel":
-        draft = _dense_ou(0.4) if make is _dense_ou else type(target)(
+        draft = make(0.4) if make in _SHARED else type(target)(
             **{"dimension": target.event_shape[0], "num_steps": target.num_steps,
                "perturbation": 0.4})
         drafter = gs.KernelDrafter(draft)
@@ -78,19 +100,32 @@ def test_compiled_and_general_paths_agree(case, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("drafter", ["free", "frozen", "kernel"])
-def test_a_shared_dense_factor_takes_the_compiled_path(drafter, monkeypatch):
-    """float64 states and one dense L for every slot: no round falls back to the general path
-    (float32 states do: whitening them in their own precision is not exact enough)."""
+@pytest.mark.parametrize("make", [_dense_ou, _diagonal_ou], ids=["dense", "diagonal"])
+def test_a_shared_factor_takes_the_compiled_path(make, drafter, monkeypatch):
+    """One invertible L for every slot: no round falls back to the general path, except with
+    float32 states and a dense L (whitening them in their own precision is not exact enough)."""
     calls = []
     general = engine._Run._step_general
     monkeypatch.setattr(engine._Run, "_step_general",
                         lambda self, *args: calls.append(1) or general(self, *args))
-    target = _dense_ou()
-    chosen = gs.KernelDrafter(_dense_ou(0.4)) if drafter == "kernel" else drafter
-    for dtype, expected in ((torch.float64, 0), (torch.float32, None)):
+    target = make()
+    chosen = gs.KernelDrafter(make(0.4)) if drafter == "kernel" else drafter
+    for dtype in (torch.float64, torch.float32):
         calls.clear()
         result = _run(target, chosen, target.initial_state(8).to(dtype), "block", "gamma")
-        assert len(calls) == (result.stats.rounds if expected is None else expected)
+        general_rounds = dtype == torch.float32 and make is _dense_ou
+        assert len(calls) == (result.stats.rounds if general_rounds else 0)
+
+
+def test_a_diagonal_with_a_zero_std_keeps_the_general_path(monkeypatch):
+    calls = []
+    general = engine._Run._step_general
+    monkeypatch.setattr(engine._Run, "_step_general",
+                        lambda self, *args: calls.append(1) or general(self, *args))
+    target = _DiagonalOU(zero=True)
+    result = _run(target, gs.KernelDrafter(_DiagonalOU(0.4, zero=True)),
+                  target.initial_state(8), "block", "gamma")
+    assert len(calls) == result.stats.rounds
 
 
 @pytest.mark.parametrize("token", [False, True])
