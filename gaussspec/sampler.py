@@ -472,7 +472,7 @@ class _Run:
         self.fused_verification = (self.on_cpu  # compiled CPU paths (until a round says no)
                                    and self.dtype in (torch.float32, torch.float64))
         self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
-        self.shared_factor = None  # (L's tensor, its whitening or None): a shared dense/diagonal L
+        self.shared_whitening = None  # (a shared dense or diagonal L, its whitening or None)
         self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
         self.noise_buffers: dict[tuple, list] = {}  # two draft-noise buffers per shape
         self.noise_columns: dict[tuple, tuple] = {}  # their per-position views
@@ -1052,32 +1052,32 @@ class _Run:
         Everything here depends on the drafts only, so it runs while the caches are warm rather
         than after the call (which streams the kernel's weights through them).
 
-        Returns ``(std, path, noise, new_x, out, factor)``: the ``(n, width + 1)`` std of the step
-        leaving each slot, host views of the drafted paths and the noise, the tensor the next
-        states go to and its host view, and None; or None when the covariance is neither isotropic
-        nor one invertible factor shared by every slot. The next states go to the path's slot 0
-        (only later slots are read when they are written), where the next round of the same
-        shape drafts from them without a copy. For a shared dense ``L`` (float64 states) or a
-        positive diagonal the round runs in whitened coordinates (:meth:`_shared_factor`): std 1,
-        the path ``L^-1 x``, the next whitened states to a tensor of their own, and the
-        whitening last.
+        Returns ``(std, path, noise, new_x, out, whitening)``: the ``(n, width + 1)`` std of the
+        step leaving each slot, host views of the drafted paths and the noise, the tensor the next
+        states go to and its host view, and None; or None when the covariance is neither
+        isotropic nor one invertible factor shared by every slot. The next states go to the
+        path's slot 0 (only later slots are read when they are written), where the next round of
+        the same shape drafts from them without a copy. For a shared dense ``L`` (float64 states)
+        or a positive diagonal the round runs in whitened coordinates
+        (:meth:`_shared_whitening`): std 1, the path ``L^-1 x``, the next whitened states to a
+        tensor of their own, and the whitening last.
         """
         n, width = len(lengths), steps.shape[1] - 1
-        std, factor = self._std_grid(covariance, n, width + 1), None
+        std, whitening = self._std_grid(covariance, n, width + 1), None
         if std is None:
-            factor = self._shared_factor(covariance)
-            if factor is None:
+            whitening = self._shared_whitening(covariance)
+            if whitening is None:
                 return None
-            std = self._std_grid(IsotropicCovariance.trusted(torch.ones(())), n, width + 1)
+            std = self._constant_std_grid(1.0, n, width + 1)
         if width:
             noise = host_grid(noises, n, width)
         else:
             noise = np.zeros((n, 1, 1), dtype=_NUMPY_DTYPES[self.dtype])
-        if factor is not None:  # whitened coordinates z = L^-1 x, where L = std I with std 1
-            white_path = self._whitened("path.whitened", path, factor)
+        if whitening is not None:  # whitened coordinates z = L^-1 x, where L = std I with std 1
+            white_path = self._whitened("path.whitened", path, whitening)
             new_z = torch.empty((n, *self.event_shape), dtype=self.dtype)
             host_path = host_grid(white_path, n, width + 1)
-            return std, host_path, noise, new_z, host_grid(new_z, n), factor
+            return std, host_path, noise, new_z, host_grid(new_z, n), whitening
         host_path, host_first = self._host("path", path)
         if self.target.has_memory:  # next_memory may keep the new states: a tensor of their own
             new_x = torch.empty((n, *self.event_shape), dtype=self.dtype)
@@ -1085,7 +1085,7 @@ class _Run:
         self.slot = (self._columns("path", path)[0], path)
         return std, host_path, noise, self.slot[0], host_first, None
 
-    def _shared_factor(self, covariance):
+    def _shared_whitening(self, covariance):
         """A whitening for the compiled path: one invertible ``L`` shared by every slot (a dense
         Cholesky factor, float64 states; or a positive diagonal), else None.
 
@@ -1106,7 +1106,7 @@ class _Run:
                 return None
         else:
             return None
-        kept = self.shared_factor
+        kept = self.shared_whitening
         if kept is None or kept[0] is not key:
             if isinstance(covariance, DenseCovariance):
                 whitening = _DenseWhitening(key)
@@ -1114,7 +1114,7 @@ class _Run:
                 whitening = _DiagonalWhitening(key, self.dtype)
             else:
                 whitening = None  # a zero std: mutually singular slots are the general path's
-            kept = self.shared_factor = (key, whitening)
+            kept = self.shared_whitening = (key, whitening)
         return kept[1]
 
     def _whitened(self, name: str, grid: torch.Tensor, whitening) -> torch.Tensor:
@@ -1139,15 +1139,16 @@ class _Run:
                        residual_uniforms, fresh, inputs, gather):
         """Verification and the next states by the compiled CPU path, or None if it does not apply.
 
-        ``inputs`` is what :meth:`_compiled_inputs` prepared (None: not isotropic nor a shared
-        dense factor; with a factor the target means are whitened too); ``gather`` a
+        ``inputs`` is what :meth:`_compiled_inputs` prepared (None: not isotropic nor one shared
+        invertible factor; with such a factor the target means are whitened too); ``gather`` a
         :meth:`_gather_plan` done in the same call (or None). Returns ``(tau, log_w, next_states,
         finite)`` like :meth:`_step_general`.
         """
         if inputs is None or not (means.dtype == self.dtype and means.is_contiguous()):
             return None
-        std, path, noise, new_x, out, factor = inputs
-        target_means = means if factor is None else self._whitened("means.whitened", means, factor)
+        std, path, noise, new_x, out, whitening = inputs
+        target_means = means if whitening is None else self._whitened("means.whitened", means,
+                                                                      whitening)
         found, finite = fused_step(
             host_grid(target_means, len(lengths), steps.shape[1]), path, noise,
             host_grid(fresh, len(lengths)), lengths, std, uniforms, residual_uniforms,
@@ -1157,8 +1158,8 @@ class _Run:
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
         if found.status != 0:
             return None  # a zero std (mutually singular) or an overflow: the general path decides
-        if factor is not None:  # x = L z, from the whitened coordinates
-            new_x = factor.color(new_x)
+        if whitening is not None:  # x = L z, from the whitened coordinates
+            new_x = whitening.color(new_x)
             finite = finite and bool(torch.isfinite(new_x.sum()))
         return found.tau, found.log_weight, new_x, finite
 
@@ -1217,6 +1218,17 @@ class _Run:
             new_x = covariance.step(base, fresh, shape)  # bonus or target draw: m_q + L zeta
         return tau, log_w, new_x, bool(torch.isfinite(new_x.sum()))
 
+    def _constant_std_grid(self, std: float, n: int, columns: int) -> np.ndarray:
+        """An ``(n, columns)`` grid of one std, kept across rounds (the compiled calls only read
+        it)."""
+        key = (std, n, columns)
+        grid = self.std_grids.get(key)
+        if grid is None:
+            if len(self.std_grids) > 64:  # a std that changes every step: keep a few
+                self.std_grids.clear()
+            grid = self.std_grids[key] = np.full((n, columns), std)
+        return grid
+
     def _std_grid(self, covariance, n: int, columns: int) -> np.ndarray | None:
         """``(n, columns)`` host stds of an isotropic covariance, or None for any other kind.
 
@@ -1225,13 +1237,7 @@ class _Run:
         if not isinstance(covariance, IsotropicCovariance):
             return None
         if covariance._scalar is not None:
-            key = (covariance._scalar, n, columns)
-            grid = self.std_grids.get(key)
-            if grid is None:
-                if len(self.std_grids) > 64:  # a std that changes every step: keep a few
-                    self.std_grids.clear()
-                grid = self.std_grids[key] = np.full((n, columns), covariance._scalar)
-            return grid
+            return self._constant_std_grid(covariance._scalar, n, columns)
         std = covariance.std.detach().to(torch.float64).cpu().numpy().reshape(-1)
         if std.size not in (1, n * columns):
             return None
@@ -1308,7 +1314,7 @@ class _Run:
             frozen_call = self.stats.target_time - target_time
             drafting_time = time.perf_counter() - round_start - frozen_call
         inputs = None
-        if self.fused_verification:  # L = std I or one dense L, on CPU: made while caches are warm
+        if self.fused_verification:  # L = std I or one shared L, on CPU: made while caches warm
             inputs = self._compiled_inputs(grid_covariance, path, noises, steps, lengths)
         if inputs is None and draft_means is not None:
             draft_means.grid()  # stored before the call, while the drafts are in the cache
