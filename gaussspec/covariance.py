@@ -102,6 +102,21 @@ class Covariance(abc.ABC):
         """
         return not self.elementwise
 
+    def shared_inverse(self, event_shape: tuple[int, ...], dtype: torch.dtype) -> bool:
+        """Whether ``L`` is one invertible matrix for every row that :meth:`inverse_apply`
+        applies exactly enough to states of ``dtype``.
+
+        The sampler's compiled CPU path then runs a round in the whitened coordinates
+        ``z = L^-1 x`` (where the noise is isotropic with std 1) and maps the next states back
+        with :meth:`apply`. False unless a class says otherwise.
+        """
+        return False
+
+    def inverse_apply(self, states: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out = L^-1 x`` for every row of ``states`` ``(..., *event)``, in their dtype; only
+        where :meth:`shared_inverse` holds."""
+        raise NotImplementedError(f"{type(self).__name__} has no shared inverse")
+
     @classmethod
     def _unchecked(cls, **values):
         """An instance with these field values, its validators and converters skipped (the
@@ -271,6 +286,13 @@ class DiagonalCovariance(Covariance):
     def full_range(self):
         return bool((self.std > 0).all())
 
+    def shared_inverse(self, event_shape, dtype):
+        # no row dimension (one L for every row), and invertible; element-wise: exact in any dtype
+        return self.std.dim() <= len(event_shape) and self.full_range()
+
+    def inverse_apply(self, states, out):
+        return torch.div(states, self.std.to(states.device, states.dtype), out=out)  # x / s
+
     def apply(self, noise, event_shape):
         return self.std.to(noise.device, noise.dtype) * noise  # L xi
 
@@ -339,6 +361,17 @@ class DenseCovariance(Covariance):
 
     def row_matrices(self):
         return self.cholesky.ndim == 3
+
+    def shared_inverse(self, event_shape, dtype):
+        # a triangular solve in float32 is not exact enough for an ill-conditioned L
+        return not self.row_matrices() and dtype == _F64
+
+    def inverse_apply(self, states, out):
+        rows, d = states.numel() // self.cholesky.shape[-1], self.cholesky.shape[-1]
+        factor = self.cholesky.to(states.device, states.dtype)
+        torch.linalg.solve_triangular(factor.T, states.reshape(rows, d), upper=True, left=False,
+                                      out=out.view(rows, d))  # z L^T = x: z = L^-1 x per row
+        return out
 
     def apply(self, noise, event_shape):
         factor = self.cholesky.to(noise.device, noise.dtype)

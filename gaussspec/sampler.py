@@ -25,7 +25,7 @@ from gaussspec.adaptive import AdaptiveDraftLength
 from gaussspec.checkpoint import Checkpointing, load_checkpoint, open_trajectory, save_checkpoint
 from gaussspec.compiled import compilations, fused_step, gather_rows, host_grid
 from gaussspec.coupling import COUPLINGS, reflection_noise, residual_noise
-from gaussspec.covariance import DenseCovariance, DiagonalCovariance, IsotropicCovariance
+from gaussspec.covariance import IsotropicCovariance
 from gaussspec.drafters import DRAFTER_NAMES, Drafter
 from gaussspec.kernel import GaussianKernel
 from gaussspec.randomness import Randomness
@@ -400,36 +400,6 @@ class _DraftMeans:
         return self._grid
 
 
-class _DenseWhitening:
-    """``z = L^-1 x`` for one lower-triangular ``L`` shared by every row (float64)."""
-
-    def __init__(self, cholesky: torch.Tensor):
-        factor = cholesky.detach().to("cpu", torch.float64)
-        self.transposed = factor.T.contiguous()  # L^T
-        self.size = factor.shape[0]
-
-    def whiten(self, grid: torch.Tensor, out: torch.Tensor) -> None:
-        rows = grid.shape[0] * grid.shape[1]
-        torch.linalg.solve_triangular(self.transposed, grid.reshape(rows, self.size), upper=True,
-                                      left=False, out=out.view(rows, self.size))  # z L^T = x
-
-    def color(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.mm(z.reshape(z.shape[0], -1), self.transposed).reshape(z.shape)  # x = L z
-
-
-class _DiagonalWhitening:
-    """``z = x / s`` for one positive ``s`` shared by every row (broadcast over the event)."""
-
-    def __init__(self, std: torch.Tensor, dtype: torch.dtype):
-        self.std = std.detach().to("cpu", dtype)  # aligned with the event's trailing dims
-
-    def whiten(self, grid: torch.Tensor, out: torch.Tensor) -> None:
-        torch.div(grid, self.std, out=out)  # z = x / s
-
-    def color(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.std  # x = s z
-
-
 class _Run:
     """State of one speculative run (all tensors batched over chains)."""
 
@@ -472,7 +442,7 @@ class _Run:
         self.fused_verification = (self.on_cpu  # compiled CPU paths (until a round says no)
                                    and self.dtype in (torch.float32, torch.float64))
         self.std_grids: dict[tuple, np.ndarray] = {}  # constant std grids, by (std, n, columns)
-        self.shared_whitening = None  # (a shared dense or diagonal L, its whitening or None)
+        self.shared_whitening = None  # (a covariance, itself if it has a shared inverse)
         self.cache_buffers: dict[tuple, list[torch.Tensor]] = {}  # two free-drafter caches per shape
         self.noise_buffers: dict[tuple, list] = {}  # two draft-noise buffers per shape
         self.noise_columns: dict[tuple, tuple] = {}  # their per-position views
@@ -1086,42 +1056,24 @@ class _Run:
         return std, host_path, noise, self.slot[0], host_first, None
 
     def _shared_whitening(self, covariance):
-        """A whitening for the compiled path: one invertible ``L`` shared by every slot (a dense
-        Cholesky factor, float64 states; or a positive diagonal), else None.
+        """``covariance`` where it is one invertible ``L`` shared by every slot
+        (:meth:`~gaussspec.Covariance.shared_inverse`: a dense Cholesky factor for float64 states,
+        a positive diagonal), else None; the verdict is kept for the covariance object.
 
         With one invertible ``L`` for every slot the round is the isotropic one (std 1) in the
         whitened coordinates ``z = L^-1 x``: the draft mean read off a drafted state is
         ``L^-1 m_p``, the gap ``L^-1 (m_q - m_p)`` is the general path's whitened gap, and every
         next state is ``L`` times its whitened one (ALGORITHMS sections 1-3 are affine-invariant).
-        A diagonal whitens element-wise, as exactly as the states' own precision allows; a dense
-        factor is solved for in float64 only.
         """
-        if isinstance(covariance, DenseCovariance):
-            key = covariance.cholesky
-            if key.ndim != 2 or self.dtype != torch.float64:
-                return None
-        elif isinstance(covariance, DiagonalCovariance):
-            key = covariance.std
-            if key.dim() > len(self.event_shape):  # a std per row: not one L for every slot
-                return None
-        else:
-            return None
         kept = self.shared_whitening
-        if kept is None or kept[0] is not key:
-            if isinstance(covariance, DenseCovariance):
-                whitening = _DenseWhitening(key)
-            elif bool((key > 0).all()):
-                whitening = _DiagonalWhitening(key, self.dtype)
-            else:
-                whitening = None  # a zero std: mutually singular slots are the general path's
-            kept = self.shared_whitening = (key, whitening)
+        if kept is None or kept[0] is not covariance:
+            shared = covariance.shared_inverse(self.event_shape, self.dtype)
+            kept = self.shared_whitening = (covariance, covariance if shared else None)
         return kept[1]
 
     def _whitened(self, name: str, grid: torch.Tensor, whitening) -> torch.Tensor:
         """``L^-1 x`` for every slot of an ``(n, columns, *event)`` grid, in a kept buffer."""
-        out = self._grid(name, tuple(grid.shape), False)
-        whitening.whiten(grid, out)
-        return out
+        return whitening.inverse_apply(grid, self._grid(name, tuple(grid.shape), False))
 
     @staticmethod
     def _spare(pairs: dict, key, make: Callable[[], torch.Tensor], current):
@@ -1159,7 +1111,8 @@ class _Run:
         if found.status != 0:
             return None  # a zero std (mutually singular) or an overflow: the general path decides
         if whitening is not None:  # x = L z, from the whitened coordinates
-            new_x = whitening.color(new_x)
+            new_x = whitening.apply(new_x.reshape(len(lengths), *self.noise_shape),
+                                    self.event_shape)
             finite = finite and bool(torch.isfinite(new_x.sum()))
         return found.tau, found.log_weight, new_x, finite
 

@@ -31,6 +31,15 @@ def _general_paths_only(monkeypatch):
     monkeypatch.setattr(engine._Run, "_step_compiled", lambda self, *args: None)
 
 
+def _count_general_rounds(monkeypatch) -> list:
+    """A list that gets one entry per round the general path runs."""
+    calls = []
+    general = engine._Run._step_general
+    monkeypatch.setattr(engine._Run, "_step_general",
+                        lambda self, *args: calls.append(1) or general(self, *args))
+    return calls
+
+
 def _run(target, drafter, x0, verification, coupling, seed=3):
     sampler = gs.SpeculativeSampler(target, drafter, 3, verification, coupling)
     return sampler.sample(x0, generator=torch.Generator().manual_seed(seed), return_trajectory=True)
@@ -104,10 +113,7 @@ def test_compiled_and_general_paths_agree(case, dtype, monkeypatch):
 def test_a_shared_factor_takes_the_compiled_path(make, drafter, monkeypatch):
     """One invertible L for every slot: no round falls back to the general path, except with
     float32 states and a dense L (whitening them in their own precision is not exact enough)."""
-    calls = []
-    general = engine._Run._step_general
-    monkeypatch.setattr(engine._Run, "_step_general",
-                        lambda self, *args: calls.append(1) or general(self, *args))
+    calls = _count_general_rounds(monkeypatch)
     target = make()
     chosen = gs.KernelDrafter(make(0.4)) if drafter == "kernel" else drafter
     for dtype in (torch.float64, torch.float32):
@@ -118,10 +124,7 @@ def test_a_shared_factor_takes_the_compiled_path(make, drafter, monkeypatch):
 
 
 def test_a_diagonal_with_a_zero_std_keeps_the_general_path(monkeypatch):
-    calls = []
-    general = engine._Run._step_general
-    monkeypatch.setattr(engine._Run, "_step_general",
-                        lambda self, *args: calls.append(1) or general(self, *args))
+    calls = _count_general_rounds(monkeypatch)
     target = _DiagonalOU(zero=True)
     result = _run(target, gs.KernelDrafter(_DiagonalOU(0.4, zero=True)),
                   target.initial_state(8), "block", "gamma")
