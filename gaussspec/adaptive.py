@@ -132,8 +132,8 @@ DDPM chains with the full margin drafted 10.9 on average where 8 is best, +15% a
 Where rounds are short, a decision is kept for the next rounds (G9): once speculation has won
 again after a speculative round (past the start-up of G6; never an exploration round of G5), its
 ``g`` is kept for as many rounds as the model expects to fit in ``_DECISION_WINDOW`` = 5 ms (at
-most ``_MAX_HELD_ROUNDS`` = 8), and those rounds' reports are folded, in order and unchanged,
-before the next decision. The policy's work cost a one-chain Langevin round of 1.1-1.5 ms 30-50
+most ``_MAX_HELD_ROUNDS`` = 8); those rounds' reports are folded as they come, so the next
+decision sees the estimates exactly as without the hold. The policy's work cost a one-chain Langevin round of 1.1-1.5 ms 30-50
 us, +2.0..+5.5% against the same sampler at a fixed length (``benchmarks/adaptive_gap.py``, the
 rule forced to that length: 1061 -> 1108 us a round on eight_schools, 1112 -> 1151 on arK), more
 than its choice of ``g`` cost (-0.4..+3.1%); kept decisions cut it to 9-18 us (1139 -> 1157,
@@ -871,9 +871,8 @@ class AdaptiveState:
                         self.calls.means, self.calls.used, self.calls.fit.state,
                         self.engine.state, self.drafting.state, self.plain_engine.state)
         self._update_arrays = (*self._arrays[:9], self.scalars, self.params)  # _update's first
-        # G9: a speculative decision kept for the next rounds, and their reports not yet folded
+        # G9: a speculative decision kept for the next rounds
         self._held_rounds, self._held_action, self._held_chains = 0, (0, 0), 0
-        self._pending: list[tuple] = []
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -882,17 +881,15 @@ class AdaptiveState:
 
         The two arrays are this state's buffers, overwritten by the next call.
         """
-        self._fold_pending()
         return self._decide(n, frozen, len(self._steps))[2], self._steps, self._seconds
 
     def survival(self) -> np.ndarray:
         """``S_i = P(tau >= i)``, i = 1..G, as the rule judges it now (a copy).
 
-        The recent counts' curve shrunk towards the long memory's (G3, G3b), with every kept
-        round folded in (G9): the curve the next decision prices rounds by, where the module's
-        :func:`survival` gives one memory's curve from counts passed in.
+        The recent counts' curve shrunk towards the long memory's (G3, G3b): the curve the
+        next decision prices rounds by, where the module's :func:`survival` gives one memory's
+        curve from counts passed in.
         """
-        self._fold_pending()
         _two_memory_survival_into(self.hits, self.at_risk, self.long_counts, self.pseudo_count,
                                   self.prior_weight, self.long_prior_weight, self._survive,
                                   self._long_survive)  # G3, G3b
@@ -915,8 +912,6 @@ class AdaptiveState:
         if self._held_rounds > 0 and n == self._held_chains and g < remaining:
             self._held_rounds -= 1  # the last decision is kept (G9)
             return self._held_action
-        if self._pending:
-            self._fold_pending()
         action = _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
                          bool(frozen), int(remaining))
         g, scalars = action[0], self.scalars
@@ -929,12 +924,6 @@ class AdaptiveState:
             self._held_action, self._held_chains = action, n
         return action
 
-    def _fold_pending(self) -> None:
-        """Fold the reports of the rounds run on a kept decision (G9), in their order."""
-        for report in self._pending:
-            _update(*self._update_arrays, *report)  # G3, G4
-        self._pending.clear()
-
     def _plain_step_engine(self) -> float:
         """``p0``: the engine's time per plain step of a full burst (G2), its fixed cost spread."""
         return float(_plain_step_time(self.plain_engine.state))
@@ -944,10 +933,6 @@ class AdaptiveState:
     def update(self, chains, tau, lengths, call_states, call_time, draft_time, draft_steps,
                round_time, drafting_time, timed=True, frozen_call_time=0.0):
         """Fold one speculative round's outcome into the estimates.
-
-        A round run on a kept decision (G9) is folded before the next decision (or
-        :meth:`rates`, or a plain burst's report): until then the state's counts and scalars
-        do not show it.
 
         Args:
             chains: The round's chain indices (unused: counts are pooled over chains).
@@ -966,17 +951,10 @@ class AdaptiveState:
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
                 chain), 0 for other drafters.
         """
-        held = self._held_rounds > 0  # folded before the next decision (G9)
-        as_ints = np.array if held else np.asarray  # a kept report copies: buffers may be reused
-        report = (as_ints(tau, dtype=np.int64), as_ints(lengths, dtype=np.int64),
-                  int(call_states), float(call_time), float(frozen_call_time),
-                  float(drafting_time), float(draft_steps), float(round_time), bool(timed))
-        if held:
-            self._pending.append(report)
-            return
-        if self._pending:
-            self._fold_pending()
-        _update(*self._update_arrays, *report)  # G3, G4
+        _update(*self._update_arrays, np.asarray(tau, dtype=np.int64),
+                np.asarray(lengths, dtype=np.int64), int(call_states), float(call_time),
+                float(frozen_call_time), float(drafting_time), float(draft_steps),
+                float(round_time), bool(timed))  # G3, G4
 
     def update_plain(self, n: int, steps: int, call_time: float, burst_time: float,
                      timed: bool = True) -> None:
@@ -990,7 +968,6 @@ class AdaptiveState:
             timed: False when the burst paid a one-time cost (a compilation): its times are
                 then left out; the chains still moved on.
         """
-        self._fold_pending()
         self._held_rounds = 0
         if timed:
             self.calls.add(n, call_time / steps, steps)  # C(n) (G4): the burst's mean call
