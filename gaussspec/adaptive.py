@@ -7,7 +7,7 @@ A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round wit
 
 seconds: the batched target call of ``n (g + 1)`` states (and the frozen drafter's second call,
 of ``n`` states), ``C(s)`` being a call's measured time by its number of states (G4); the
-engine's own time per round outside the drafting phase ``o0 + o1 g`` (verification and draws
+engine's own time per round outside the drafting loop ``o0 + o1 g`` (verification and draws
 grow with ``g``; the policy's own time and the sampler's loop included: rounds are timed from one
 update to the next); and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the
 engine's work per position). A burst of plain steps advances ``n`` chain-steps per
@@ -77,8 +77,14 @@ a tight loop. All the quantities are measured online:
   actions where 516-661 (mean rounds on paired seeds: eight_schools 526 against 558, 20 seeds,
   g = 16 501; diamonds 734 against 755, 16 seeds, g = 8 701; garch's free and kidiq's Laplace
   drafter unchanged);
-* ``d`` from the timed drafting phase of each round (so it needs no spread of draft lengths), as
-  a decaying mean; ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
+* ``d`` from the timed drafting loop of each round (so it needs no spread of draft lengths), as
+  a decaying mean per step. The loop alone: the phase's set-up (the path grid, the draft noise,
+  the noise terms ``L xi`` in one call) counts in the rest of the round, ``o0 + o1 g``. Timed
+  with the loop, its fixed part made ``d`` a mean that grows as ``g`` shrinks, and the model
+  priced long drafts dear: on kidiq's free drafter (one chain, the suite's 11 seeds) ``d`` read
+  11.7-13.1 us where a loop step takes 9.5, the rule drafted 24-26 in three runs and was +3.1%
+  in CPU time against g = 32 (best); with the loop timed alone it drafted about 31 in nine runs
+  and was +0.1%. ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
   rounds have). A round whose draft length differs from the previous round's prices neither:
   it pays for fresh noise draws and cold buffers (130-250 us a switch on a one-chain Langevin
@@ -912,6 +918,7 @@ class AdaptiveState:
         if self._held_rounds > 0 and n == self._held_chains and g < remaining:
             self._held_rounds -= 1  # the last decision is kept (G9)
             return self._held_action
+        self._held_rounds = 0  # a fresh decision (the chains or the steps left changed)
         action = _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
                          bool(frozen), int(remaining))
         g, scalars = action[0], self.scalars
@@ -944,8 +951,8 @@ class AdaptiveState:
             draft_steps: Sequential draft steps (the round's width).
             round_time: Seconds since the previous update returned: the round, the decision
                 before it and the loop between them (what a round really costs the run).
-            drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
-                drafted position; the frozen drafter's target call excluded).
+            drafting_time: Seconds of the drafting loop (draft calls and the engine's work per
+                drafted position; its set-up and the frozen drafter's target call excluded).
             timed: False when the round paid a one-time cost (a compilation): its times (target
                 calls, drafting, engine) are then left out; its acceptance still counts.
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
