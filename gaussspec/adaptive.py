@@ -7,7 +7,7 @@ A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round wit
 
 seconds: the batched target call of ``n (g + 1)`` states (and the frozen drafter's second call,
 of ``n`` states), ``C(s)`` being a call's measured time by its number of states (G4); the
-engine's own time per round outside the drafting loop ``o0 + o1 g`` (verification and draws
+engine's own time per round outside the drafting phase ``o0 + o1 g`` (verification and draws
 grow with ``g``; the policy's own time and the sampler's loop included: rounds are timed from one
 update to the next); and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the
 engine's work per position). A burst of plain steps advances ``n`` chain-steps per
@@ -77,14 +77,8 @@ a tight loop. All the quantities are measured online:
   actions where 516-661 (mean rounds on paired seeds: eight_schools 526 against 558, 20 seeds,
   g = 16 501; diamonds 734 against 755, 16 seeds, g = 8 701; garch's free and kidiq's Laplace
   drafter unchanged);
-* ``d`` from the timed drafting loop of each round (so it needs no spread of draft lengths), as
-  a decaying mean per step. The loop alone: the phase's set-up (the path grid, the draft noise,
-  the noise terms ``L xi`` in one call) counts in the rest of the round, ``o0 + o1 g``. Timed
-  with the loop, its fixed part made ``d`` a mean that grows as ``g`` shrinks, and the model
-  priced long drafts dear: on kidiq's free drafter (one chain, the suite's 11 seeds) ``d`` read
-  11.7-13.1 us where a loop step takes 9.5, the rule drafted 24-26 in three runs and was +3.1%
-  in CPU time against g = 32 (best); with the loop timed alone it drafted about 31 in nine runs
-  and was +0.1%. ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
+* ``d`` from the timed drafting phase of each round (so it needs no spread of draft lengths), as
+  a decaying mean; ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
   rounds have). A round whose draft length differs from the previous round's prices neither:
   it pays for fresh noise draws and cold buffers (130-250 us a switch on a one-chain Langevin
@@ -139,12 +133,13 @@ Where rounds are short, a decision is kept for the next rounds (G9): once specul
 again after a speculative round (past the start-up of G6; never an exploration round of G5), its
 ``g`` is kept for as many rounds as the model expects to fit in ``_DECISION_WINDOW`` = 5 ms (at
 most ``_MAX_HELD_ROUNDS`` = 8); those rounds' reports are folded as they come, so the next
-decision sees the estimates exactly as without the hold. The policy's work cost a one-chain Langevin round of 1.1-1.5 ms 30-50
-us, +2.0..+5.5% against the same sampler at a fixed length (``benchmarks/adaptive_gap.py``, the
-rule forced to that length: 1061 -> 1108 us a round on eight_schools, 1112 -> 1151 on arK), more
-than its choice of ``g`` cost (-0.4..+3.1%); kept decisions cut it to 9-18 us (1139 -> 1157,
-1127 -> 1136 us). Rounds of 2.5 ms or more (16 DDPM chains, slow targets) decide every round as
-before; the chains' count changing, or fewer steps left than ``g`` needs, decide at once.
+decision sees the estimates exactly as without the hold. The policy's work cost a one-chain
+Langevin round of 1.1-1.5 ms 30-50 us, +2.0..+5.5% against the same sampler at a fixed length
+(``benchmarks/adaptive_gap.py``, the rule forced to that length: 1061 -> 1108 us a round on
+eight_schools, 1112 -> 1151 on arK), more than its choice of ``g`` cost (-0.4..+3.1%); kept
+decisions cut it to 9-18 us (1139 -> 1157, 1127 -> 1136 us). Rounds of 2.5 ms or more (16 DDPM
+chains, slow targets) decide every round as before; the chains' count changing, or fewer steps
+left than ``g`` needs, decide at once.
 
 Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
 whole run keeps the target chain's law.
@@ -918,7 +913,7 @@ class AdaptiveState:
         if self._held_rounds > 0 and n == self._held_chains and g < remaining:
             self._held_rounds -= 1  # the last decision is kept (G9)
             return self._held_action
-        self._held_rounds = 0  # a fresh decision (the chains or the steps left changed)
+        self._held_rounds = 0  # deciding afresh: no kept decision is left over (G9)
         action = _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
                          bool(frozen), int(remaining))
         g, scalars = action[0], self.scalars
@@ -951,8 +946,8 @@ class AdaptiveState:
             draft_steps: Sequential draft steps (the round's width).
             round_time: Seconds since the previous update returned: the round, the decision
                 before it and the loop between them (what a round really costs the run).
-            drafting_time: Seconds of the drafting loop (draft calls and the engine's work per
-                drafted position; its set-up and the frozen drafter's target call excluded).
+            drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
+                drafted position; the frozen drafter's target call excluded).
             timed: False when the round paid a one-time cost (a compilation): its times (target
                 calls, drafting, engine) are then left out; its acceptance still counts.
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
