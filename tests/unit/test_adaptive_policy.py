@@ -657,3 +657,20 @@ def test_short_rounds_keep_a_decision_and_fold_their_reports_in_order():
         np.testing.assert_array_equal(a, b)
     slow, most_held, _ = run(3e-3, 5e-3, choose=True)
     assert most_held == 0  # 5 ms rounds: a decision every round
+
+
+def test_a_fresh_decision_leaves_no_kept_decision_behind():
+    """G9: a kept decision is dropped when the rule decides afresh (the chain count or the steps
+    left changed), not left to come back later."""
+    state = gs.AdaptiveDraftLength(max_draft_length=8, min_evidence=2).start(1)
+    state.update_plain(1, 2, 2 * 4e-4 * 0.9, 2e-3)
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        g, _ = state.choose(1, False, 10_000)
+        if state._held_rounds > 0:
+            break
+        state.update(np.arange(1), np.array([rng.integers(0, 6)]), np.array([g]), g + 1, 4e-4,
+                     1e-4, g, 1e-3, 2e-4)
+    assert state._held_rounds > 0
+    assert state.choose(1, False, 1) == (0, 1)  # one step left: a plain step, decided afresh
+    assert state._held_rounds == 0
