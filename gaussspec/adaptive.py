@@ -7,7 +7,7 @@ A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round wit
 
 seconds: the batched target call of ``n (g + 1)`` states (and the frozen drafter's second call,
 of ``n`` states), ``C(s)`` being a call's measured time by its number of states (G4); the
-engine's own time per round outside the drafting phase ``o0 + o1 g`` (verification and draws
+engine's own time per round outside the drafting loop ``o0 + o1 g`` (verification and draws
 grow with ``g``; the policy's own time and the sampler's loop included: rounds are timed from one
 update to the next); and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the
 engine's work per position). A burst of plain steps advances ``n`` chain-steps per
@@ -77,10 +77,27 @@ a tight loop. All the quantities are measured online:
   actions where 516-661 (mean rounds on paired seeds: eight_schools 526 against 558, 20 seeds,
   g = 16 501; diamonds 734 against 755, 16 seeds, g = 8 701; garch's free and kidiq's Laplace
   drafter unchanged);
-* ``d`` from the timed drafting phase of each round (so it needs no spread of draft lengths), as
-  a decaying mean; ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
+* ``d`` from the timed drafting loop of each round (so it needs no spread of draft lengths), as
+  a decaying mean per step. The loop alone: the phase's set-up (the path grid, the draft noise,
+  the noise terms ``L xi`` in one call) counts in the rest of the round, ``o0 + o1 g``. Timed
+  with the loop, its fixed part made ``d`` a mean that grows as ``g`` shrinks, and the model
+  priced long drafts dear: on kidiq's free drafter (one chain, the suite's 11 seeds) ``d`` read
+  11.7-13.1 us where a loop step takes 9.5, the rule drafted 24-26 in three runs and was +3.1%
+  in CPU time against g = 32 (best); with the loop timed alone it drafted about 31 in nine runs
+  and was +0.1%. ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
   burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
-  rounds have). A round whose draft length differs from the previous round's prices neither:
+  rounds have). ``o1`` carries a ridge of ``_ENGINE_RIDGE`` = 10 (G4b): the slope is ``S_gy /
+  (S_gg + 10)`` on the centred, decayed sums, so a slope that the rounds no longer renew fades
+  to 0 and ``o0`` takes the level at the draft length run. One chain's rule keeps one ``g`` for
+  hundreds of rounds (G8, G9); without the ridge ``o1`` stayed at what the start-up's few rounds
+  at other lengths had said (their fresh draws and cold buffers included), and one
+  eight_schools run (free drafter, seed 57) priced a drafted position at 27 us (``d`` 16.6,
+  ``o1`` 10.7) where one costs 13, and drafted 12 for all its 540 rounds where 16 is best.
+  Measured with ``benchmarks/adaptive_gap.py``-style paired runs (60 seeds from 50, CPU time,
+  against the best fixed length), the loop-timed ``d`` and the ridge together moved kidiq free
+  +5.6% -> +3.5%, eight_schools free +5.8% -> +3.9% (90 seeds before), arK Laplace +3.6% ->
+  +1.3%, garch Laplace +4.1% -> -2.0%, diamonds free +2.5% -> +3.2% and gp_pois_regr free
+  +2.7% -> +0.8%. A round whose draft length differs from the previous round's prices neither:
   it pays for fresh noise draws and cold buffers (130-250 us a switch on a one-chain Langevin
   run), and the draft lengths visited mostly by switching would look dear. In simulated
   one-chain runs with a 100 us switch (``benchmarks/adaptive_simulation.py``, 40 seeds), leaving
@@ -165,6 +182,7 @@ _LONG_DECAY = 0.99  # the counts' long memory, per round (or per _DECAY_STEPS ch
 _DECAY_STEPS = 5.0  # chain-steps (per chain) over which the counts decay by ``decay`` (G3)
 _DECISION_WINDOW = 0.005  # seconds of modelled rounds that keep a speculative decision (G9)
 _MAX_HELD_ROUNDS = 8  # rounds one decision is kept for, at most (G9)
+_ENGINE_RIDGE = 10.0  # o1's ridge, in rounds one position away from the mean g (G4b)
 _STALE_CALLS = 100  # a call size not observed over this many observations is forgotten (G4)
 
 
@@ -250,8 +268,8 @@ def _mean_add(m, decay, y):
 
 
 @numba.njit(nogil=True)
-def _fit_add(f, decay, u, v, y):
-    """:meth:`DecayedFit.add` on its state array ``f``."""
+def _fit_add(f, decay, u, v, y, ridge=0.0):
+    """:meth:`DecayedFit.add` on its state array ``f`` (``ridge``: :func:`_solve_non_negative`)."""
     predicted = f[_C0] * u + f[_C1] * v
     if f[_FIT_COUNT] >= 3:
         y = min(y, _CLIP * max(predicted, 1e-9))
@@ -264,14 +282,19 @@ def _fit_add(f, decay, u, v, y):
     f[_UY] = decay * f[_UY] + u * y
     f[_VY] = decay * f[_VY] + v * y
     f[_FIT_COUNT] += 1.0
-    _solve_non_negative(f)
+    _solve_non_negative(f, ridge)
 
 
 @numba.njit(nogil=True)
-def _solve_non_negative(f):
+def _solve_non_negative(f, ridge=0.0):
     """Normal equations of a two-feature fit, falling back to one feature when singular or < 0;
-    the coefficients go to ``f[_C0], f[_C1]``."""
-    uu, uv, vv, uy, vy = f[_UU], f[_UV], f[_VV], f[_UY], f[_VY]
+    the coefficients go to ``f[_C0], f[_C1]``.
+
+    ``ridge`` adds ``ridge c1^2`` to the squared error (G4b). With ``u = 1`` the intercept is free
+    and ``c1 = S_vy / (S_vv + ridge)`` on the centred sums: a slope the observations no longer
+    spread out to renew fades to 0.
+    """
+    uu, uv, vv, uy, vy = f[_UU], f[_UV], f[_VV] + ridge, f[_UY], f[_VY]  # G4b
     det = uu * vv - uv * uv
     if det > 1e-9 * uu * vv:
         c0, c1 = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
@@ -477,10 +500,13 @@ class DecayedFit:
 
     Args:
         decay: Weight of the past per observation.
+        ridge: Weight of the penalty ``ridge c1^2`` (G4b): with ``u = 1``, a slope that the
+            observations' spread of ``v`` no longer renews fades to 0.
     """
 
-    def __init__(self, decay: float):
+    def __init__(self, decay: float, ridge: float = 0.0):
         self.decay = decay
+        self.ridge = ridge
         self.state = np.zeros(8)  # uu, uv, vv, uy, vy, count, c0, c1 (updated in place, compiled)
 
     count = property(lambda self: int(self.state[_FIT_COUNT]))
@@ -505,7 +531,7 @@ class DecayedFit:
         While fewer than ``_SETTLE`` observations are in, one below ``1 / _CLIP`` of the
         prediction replaces them (they paid a one-time cost).
         """
-        _fit_add(self.state, self.decay, float(u), float(v), float(y))
+        _fit_add(self.state, self.decay, float(u), float(v), float(y), float(self.ridge))
 
 
 @numba.njit(nogil=True)
@@ -662,7 +688,7 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
         if draft_steps > 0:
             _mean_add(drafting, cost_decay, drafting_time / draft_steps)  # d
         rest = max(round_time - call_time - drafting_time, 0.0)
-        _fit_add(engine_fit, cost_decay, 1.0, draft_steps, rest)  # o0 + o1 g (G4)
+        _fit_add(engine_fit, cost_decay, 1.0, draft_steps, rest, _ENGINE_RIDGE)  # o0 + o1 g (G4b)
 
 
 def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float,
@@ -852,7 +878,7 @@ class AdaptiveState:
         self.pseudo_count = float(num_chains)  # one round's worth of q_{j-1} in q_j (G3)
         self.calls = CallCosts(config.cost_decay)  # C(s): a call's seconds by its states (G4)
         self.drafting = DecayedMean(config.cost_decay)  # d: seconds per drafting step
-        self.engine = DecayedFit(config.cost_decay)  # o0 + o1 g: the rest of a round (G4)
+        self.engine = DecayedFit(config.cost_decay, _ENGINE_RIDGE)  # o0 + o1 g (G4, G4b)
         # a burst's engine time = p_burst + p0 steps: a short burst (the probe that tells
         # latency from per-state cost) must not price every plain step at its fixed cost
         self.plain_engine = DecayedFit(config.cost_decay)  # (p_burst, p0): 0 until measured
@@ -946,8 +972,8 @@ class AdaptiveState:
             draft_steps: Sequential draft steps (the round's width).
             round_time: Seconds since the previous update returned: the round, the decision
                 before it and the loop between them (what a round really costs the run).
-            drafting_time: Seconds of the drafting phase (draft calls and the engine's work per
-                drafted position; the frozen drafter's target call excluded).
+            drafting_time: Seconds of the drafting loop (draft calls and the engine's work per
+                drafted position; its set-up and the frozen drafter's target call excluded).
             timed: False when the round paid a one-time cost (a compilation): its times (target
                 calls, drafting, engine) are then left out; its acceptance still counts.
             frozen_call_time: Seconds of the frozen drafter's target call (one state per

@@ -430,6 +430,7 @@ class _Run:
         self.memory = self.target.initial_memory(self.x) if self.target.has_memory else None
         self.cache = None  # FreeDrafter: target evaluation at each chain's parent state
         self.prefetched = None  # (chains, noise): the next round's draft noise, drawn early
+        self.drafting_started = 0.0  # when the last round's drafting loop began (G4's d)
         self.pending_stats: list[tuple[np.ndarray, np.ndarray]] = []
         self.noise_shape = tuple(self.target.covariance(
             torch.zeros(1, dtype=torch.int64, device=self.device)).noise_shape(self.event_shape))
@@ -727,6 +728,7 @@ class _Run:
         steps, steps_at = self._steps(t0_host, lengths, width, zero)
         grid_covariance = target.covariance(steps.reshape(-1))
         if width == 0:
+            self.drafting_started = time.perf_counter()  # no drafting loop
             return path, None, None, steps, grid_covariance
         # one std for every slot (L = std I): no covariance call per position
         scalar = grid_covariance._scalar if isinstance(grid_covariance, IsotropicCovariance) else None
@@ -745,6 +747,9 @@ class _Run:
                 n, width, *shape).to(self.dtype)  # one call a round, not one a step
             term_at = terms.unbind(1)
         full_means = []  # draft means of the positions every chain drafts (stored when asked)
+        # the loop's time is the adaptive policy's per-step drafting cost d: the set-up above is
+        # the same at any width and counts in the rest of the round (o0, G4)
+        self.drafting_started = time.perf_counter()
         for i in range(1, width + 1):
             every = i <= shortest  # every chain drafts position i: plain views, no gathers
             if every:
@@ -1241,7 +1246,6 @@ class _Run:
         if self.adaptive is not None:
             gamma = self.round_gamma  # chosen by _adaptive_plain
             target_time, draft_time = self.stats.target_time, self.stats.draft_time
-            round_start = time.perf_counter()
         if all_chains and latest + gamma < self.num_steps and (
                 self.all_cached or self.drafter.source != "free"):
             lengths, width, shortest = self._full_lengths(gamma), gamma, gamma  # no chain nears K
@@ -1263,9 +1267,9 @@ class _Run:
         path, draft_means, noises, steps, grid_covariance = self._draft(
             x0, t0_host, memory0, stale, lengths, width, shortest, chains_np)
         next_width = gamma  # the next round's draft noise (an adaptive rule mostly keeps g)
-        if self.adaptive is not None:  # the drafting phase, without the frozen drafter's call
+        if self.adaptive is not None:  # the drafting loop, after the frozen drafter's call
             frozen_call = self.stats.target_time - target_time
-            drafting_time = time.perf_counter() - round_start - frozen_call
+            drafting_time = time.perf_counter() - self.drafting_started
         inputs = None
         if self.fused_verification:  # L = std I or one shared L, on CPU: made while caches warm
             inputs = self._compiled_inputs(grid_covariance, path, noises, steps, lengths)

@@ -1,5 +1,7 @@
 """Unit tests of the adaptive draft length's goodput model (gaussspec/adaptive.py)."""
 
+import time
+
 import attrs
 import numpy as np
 import pytest
@@ -112,15 +114,18 @@ def test_decayed_mean_settles_on_the_smallest_early_observation_then_averages_an
 
 
 def test_engine_time_growing_with_the_draft_length_is_priced_per_position():
-    """o0 + o1 g: rounds of two lengths identify the slope, which joins d in the price of g."""
+    """o0 + o1 g: rounds of two lengths identify the slope, which joins d in the price of g (its
+    ridge, G4b, shrinks it by a few percent where the rounds keep spreading g)."""
     state = gs.AdaptiveDraftLength(max_draft_length=16).start(8)
-    for g in (4, 8, 4, 8, 4, 8):  # twice each: a round that changes g prices no engine time
+    for g in (4, 8, 4, 8, 4, 8):  # a round that changes g prices no engine time
         feed(state, np.full(8, g), g, call=0.002, draft_step=2e-4, engine=3e-4 + 5e-5 * g,
-             rounds=2)
-    np.testing.assert_allclose(state.engine.coefficients, (3e-4, 5e-5), rtol=1e-6)
+             rounds=20)
+    o0, o1 = state.engine.coefficients
+    np.testing.assert_allclose((o0, o1), (3e-4, 5e-5), rtol=0.1)
+    assert o1 < 5e-5  # shrunk (about the rounds' weighted mean g)
     _, _, seconds = state.rates(8, False)
     a, b = state.calls.fit.coefficients
-    np.testing.assert_allclose(seconds[9], a + b * 8 * 11 + 3e-4 + (5e-5 + 2e-4) * 10)
+    np.testing.assert_allclose(seconds[9], a + b * 8 * 11 + o0 + (o1 + 2e-4) * 10)
 
 
 def test_a_round_that_changes_the_draft_length_prices_no_engine_time():
@@ -324,6 +329,52 @@ def test_the_sampler_leaves_a_round_untimed_when_its_decision_compiled():
     timed = policy.states[0].timed
     assert timed[0] is False and len(timed) >= 2
     assert timed[1:].count(False) <= real, (timed, real)
+
+
+@attrs.frozen
+class _RecordingPolicy(gs.AdaptiveDraftLength):
+    """Records each round's ``(drafting_time, round_time)`` as the sampler reports them."""
+
+    reports: list = attrs.field(factory=list)
+
+    def start(self, num_chains):
+        state = super().start(num_chains)
+        update = state.update
+
+        def recording_update(chains_, tau, lengths, call_states, call_time, draft_time,
+                             draft_steps, round_time, drafting_time, timed=True,
+                             frozen_call_time=0.0):
+            self.reports.append((drafting_time, round_time))
+            update(chains_, tau, lengths, call_states, call_time, draft_time, draft_steps,
+                   round_time, drafting_time, timed=timed, frozen_call_time=frozen_call_time)
+
+        state.update = recording_update
+        return state
+
+
+class _SlowSetUpKernel(chains.OrnsteinUhlenbeckKernel):
+    """Its covariance takes 5 ms: the round's set-up (one covariance of every slot) is slow,
+    its drafting loop (L = std I: no covariance call a step) is not."""
+
+    def covariance(self, t):
+        time.sleep(0.005)
+        return super().covariance(t)
+
+
+def test_d_is_timed_on_the_drafting_loop_alone_not_its_set_up():
+    """G4's ``d`` is a per-step time: the drafting phase's set-up, the same at any width, is in
+    the rest of the round (``o0``). Timed with the loop (the mutant), its fixed part made ``d``
+    grow as ``g`` shrinks and priced long drafts dear."""
+    target = _SlowSetUpKernel(num_steps=60)
+    policy = _RecordingPolicy(max_draft_length=4)
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(
+        chains.OrnsteinUhlenbeckKernel(num_steps=60, perturbation=0.1)), policy)
+    sampler.sample(torch.zeros(1, *target.event_shape, dtype=torch.float64),
+                   generator=torch.Generator().manual_seed(0))
+    assert len(policy.reports) >= 2
+    for drafting_time, round_time in policy.reports:
+        assert round_time > 0.005  # the set-up's sleep is in the round
+        assert drafting_time < 0.004  # ... and not in the drafting loop
 
 
 def test_a_slow_second_observation_does_not_stay_and_a_fast_one_replaces_a_slow_first():
@@ -674,3 +725,29 @@ def test_a_fresh_decision_leaves_no_kept_decision_behind():
     assert state._held_rounds > 0
     assert state.choose(1, False, 1) == (0, 1)  # one step left: a plain step, decided afresh
     assert state._held_rounds == 0
+
+
+def test_the_engine_slope_has_a_ridge_and_fades_when_no_longer_renewed():
+    """G4b: ``o1`` minimizes the decayed squared error plus ``ridge o1^2`` (exactly: the
+    penalized normal equations), and rounds that all draft one length let a slope the start-up
+    measured fade, ``o0`` taking the level at that length."""
+    fit = adaptive.DecayedFit(0.9, ridge=10.0)
+    data = [(g, 3e-4 + 5e-5 * g) for g in (4, 8, 4, 8, 16, 8)]
+    for g, y in data:
+        fit.add(1.0, g, y)
+    weights = 0.9 ** np.arange(len(data))[::-1]
+    design = np.array([[1.0, g] for g, _ in data])
+    normal = design.T @ (weights[:, None] * design) + np.diag([0.0, 10.0])  # ridge on o1 alone
+    expected = np.linalg.solve(normal, design.T @ (weights * np.array([y for _, y in data])))
+    np.testing.assert_allclose(fit.coefficients, expected, rtol=1e-9)
+    assert 0.0 < fit.coefficients[1] < 5e-5  # shrunk, not gone: the rounds spread g
+
+    state = gs.AdaptiveDraftLength(max_draft_length=16).start(1)
+    for g in (4, 8, 4, 8, 4, 8):  # the start-up's spread: a steep slope
+        feed(state, np.full(1, g), g, call=0.002, draft_step=2e-4, engine=3e-4 + 5e-5 * g, n=1,
+             rounds=2)
+    assert state.engine.coefficients[1] > 2e-5
+    feed(state, np.full(1, 8), 8, call=0.002, draft_step=2e-4, engine=8e-4, n=1, rounds=400)
+    o0, o1 = state.engine.coefficients
+    assert o1 < 1e-6  # faded: the rounds at g = 8 say nothing of the slope
+    assert o0 + 8 * o1 == pytest.approx(8e-4, rel=1e-3)  # the level at the length run
