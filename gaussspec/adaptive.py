@@ -249,7 +249,7 @@ class AdaptiveDraftLength:
 
 # Layouts of the estimators' state arrays (compiled updates work on these in place).
 _TOTAL, _WEIGHT, _VALUE, _COUNT = range(4)  # DecayedMean
-_UU, _UV, _VV, _UY, _VY, _FIT_COUNT, _C0, _C1 = range(8)  # DecayedFit
+_UU, _UV, _VV, _UY, _VY, _FIT_COUNT, _C0, _C1, _RIDGE = range(9)  # DecayedFit
 _SEEN = 4  # CallCosts.means: a DecayedMean per size, then the clock of its last observation
 
 
@@ -268,8 +268,8 @@ def _mean_add(m, decay, y):
 
 
 @numba.njit(nogil=True)
-def _fit_add(f, decay, u, v, y, ridge=0.0):
-    """:meth:`DecayedFit.add` on its state array ``f`` (``ridge``: :func:`_solve_non_negative`)."""
+def _fit_add(f, decay, u, v, y):
+    """:meth:`DecayedFit.add` on its state array ``f``."""
     predicted = f[_C0] * u + f[_C1] * v
     if f[_FIT_COUNT] >= 3:
         y = min(y, _CLIP * max(predicted, 1e-9))
@@ -282,19 +282,19 @@ def _fit_add(f, decay, u, v, y, ridge=0.0):
     f[_UY] = decay * f[_UY] + u * y
     f[_VY] = decay * f[_VY] + v * y
     f[_FIT_COUNT] += 1.0
-    _solve_non_negative(f, ridge)
+    _solve_non_negative(f)
 
 
 @numba.njit(nogil=True)
-def _solve_non_negative(f, ridge=0.0):
+def _solve_non_negative(f):
     """Normal equations of a two-feature fit, falling back to one feature when singular or < 0;
     the coefficients go to ``f[_C0], f[_C1]``.
 
-    ``ridge`` adds ``ridge c1^2`` to the squared error (G4b). With ``u = 1`` the intercept is free
-    and ``c1 = S_vy / (S_vv + ridge)`` on the centred sums: a slope the observations no longer
-    spread out to renew fades to 0.
+    The fit's ridge ``f[_RIDGE]`` adds ``ridge c1^2`` to the squared error (G4b). With ``u = 1``
+    the intercept is free and ``c1 = S_vy / (S_vv + ridge)`` on the centred sums: a slope the
+    observations no longer spread out to renew fades to 0.
     """
-    uu, uv, vv, uy, vy = f[_UU], f[_UV], f[_VV] + ridge, f[_UY], f[_VY]  # G4b
+    uu, uv, vv, uy, vy = f[_UU], f[_UV], f[_VV] + f[_RIDGE], f[_UY], f[_VY]  # G4b
     det = uu * vv - uv * uv
     if det > 1e-9 * uu * vv:
         c0, c1 = (vv * uy - uv * vy) / det, (uu * vy - uv * uy) / det
@@ -506,8 +506,8 @@ class DecayedFit:
 
     def __init__(self, decay: float, ridge: float = 0.0):
         self.decay = decay
-        self.ridge = ridge
-        self.state = np.zeros(8)  # uu, uv, vv, uy, vy, count, c0, c1 (updated in place, compiled)
+        self.state = np.zeros(9)  # uu, uv, vv, uy, vy, count, c0, c1 (updated in place, compiled)
+        self.state[_RIDGE] = ridge  # read by the compiled fit (G4b)
 
     count = property(lambda self: int(self.state[_FIT_COUNT]))
 
@@ -531,7 +531,7 @@ class DecayedFit:
         While fewer than ``_SETTLE`` observations are in, one below ``1 / _CLIP`` of the
         prediction replaces them (they paid a one-time cost).
         """
-        _fit_add(self.state, self.decay, float(u), float(v), float(y), float(self.ridge))
+        _fit_add(self.state, self.decay, float(u), float(v), float(y))
 
 
 @numba.njit(nogil=True)
@@ -688,7 +688,7 @@ def _update_round(hits, at_risk, long_counts, sizes, means, used, calls_fit, eng
         if draft_steps > 0:
             _mean_add(drafting, cost_decay, drafting_time / draft_steps)  # d
         rest = max(round_time - call_time - drafting_time, 0.0)
-        _fit_add(engine_fit, cost_decay, 1.0, draft_steps, rest, _ENGINE_RIDGE)  # o0 + o1 g (G4b)
+        _fit_add(engine_fit, cost_decay, 1.0, draft_steps, rest)  # o0 + o1 g, its ridge (G4b)
 
 
 def survival(hits: np.ndarray, at_risk: np.ndarray, pseudo_count: float,
