@@ -14,12 +14,18 @@ adaptive bookkeeping); ``rule / forced - 1`` is its choice (the lengths it draft
 its start-up and any plain steps). Times are the process's CPU time (one thread: less disturbed
 by other jobs than the wall clock, which is reported too); each difference is the mean of the
 per-seed ratios with its standard error, and their median (one seed slowed by the machine moves
-the mean by its share, not the median). :mod:`adaptive_replay` prices the rule's decisions by
+the mean by its share, not the median). Each seed runs the contenders in a rotated order (seed
+``k`` starts with contender ``k mod 3``), so no contender always runs first or after the same
+one. ``--without-forced`` runs ``fixed`` and ``rule`` alone: the rule's expected gap (``total``)
+with a third less time a seed, for the 60-90 seeds that bring its standard error to about 1%
+(one seed's gap moves by up to 8% from run to run: the rule's decisions depend on the clock). :mod:`adaptive_replay` prices the rule's decisions by
 a fitted cost model instead (no clock); :mod:`adaptive_simulation` simulates a chain.
 
 Run:
 
     OMP_NUM_THREADS=1 python benchmarks/adaptive_gap.py eight_schools free --fixed 16 --seeds 12
+    OMP_NUM_THREADS=1 python benchmarks/adaptive_gap.py low_dim_gauss_mix free --fixed 16 \
+        --first-seed 50 --seeds 60 --without-forced
 """
 
 from __future__ import annotations
@@ -77,10 +83,17 @@ def _paired_ratios(numerators: list[float], denominators: list[float]) -> dict:
             "median": statistics.median(ratios)}
 
 
+def rotated(keys: list[str], index: int) -> list[str]:
+    """``keys`` starting at ``index mod len(keys)``: seed ``index``'s order of the contenders."""
+    start = index % len(keys)
+    return keys[start:] + keys[:start]
+
+
 def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: int,
-            max_draft_length: int, first_seed: int = 1000) -> dict:
-    """Run the three contenders on ``seeds`` paired seeds from ``first_seed``; returns the rows
-    and the split."""
+            max_draft_length: int, first_seed: int = 1000, with_forced: bool = True) -> dict:
+    """Run the contenders (``fixed``, ``forced`` unless ``with_forced`` is False, ``rule``) on
+    ``seeds`` paired seeds from ``first_seed``, in rotated order; returns the rows and the
+    split."""
     name, setup, drafter = load_bench_module("langevin").one_chain_setup(posterior, drafter_name,
                                                                           steps)
     forced = ForcedDraftLength(max_draft_length=max_draft_length, forced=fixed)
@@ -90,15 +103,17 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
                                    policy=forced),
         "rule": harness.adaptive(setup.target, drafter, max_draft_length, label="rule"),
     }
+    if not with_forced:
+        del contenders["forced"]
     harness.warm_up()  # every compiled path, the policy's plain-burst report included (a run
     # whose rule first took a plain step compiled it: 405 against 200 ms CPU, one arK seed)
     for contender in contenders.values():  # warm-up: compilations, first-call costs
         harness._run_once(contender, setup.target, setup.x0, 5)
     gc.collect()
     runs = {key: [] for key in contenders}
-    for seed in range(first_seed, first_seed + seeds):
-        for key, contender in contenders.items():
-            stats, wall, cpu = harness._run_once(contender, setup.target, setup.x0, seed)
+    for index, seed in enumerate(range(first_seed, first_seed + seeds)):
+        for key in rotated(list(contenders), index):
+            stats, wall, cpu = harness._run_once(contenders[key], setup.target, setup.x0, seed)
             runs[key].append({"cpu_s": cpu, "wall_s": wall, "rounds": stats.rounds,
                               "block_efficiency": stats.block_efficiency,
                               "mean_draft_length":  # drafted positions per chain-round
@@ -118,11 +133,11 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
             "runs": values,
         })
     cpu = {key: [v["cpu_s"] for v in values] for key, values in runs.items()}
-    split = {
-        "own_work": _paired_ratios(cpu["forced"], cpu["fixed"]),  # forced / fixed - 1
-        "choice": _paired_ratios(cpu["rule"], cpu["forced"]),  # rule / forced - 1
-        "total": _paired_ratios(cpu["rule"], cpu["fixed"]),  # rule / fixed - 1
-    }
+    split = {"total": _paired_ratios(cpu["rule"], cpu["fixed"])}  # rule / fixed - 1
+    if with_forced:
+        split = {"own_work": _paired_ratios(cpu["forced"], cpu["fixed"]),  # forced / fixed - 1
+                 "choice": _paired_ratios(cpu["rule"], cpu["forced"]),  # rule / forced - 1
+                 **split}
     return {"posterior": name, "drafter": drafter_name, "fixed": fixed, "steps": steps,
             "seeds": seeds, "first_seed": first_seed, "rows": rows, "split": split}
 
@@ -141,8 +156,10 @@ def report(result: dict) -> str:
                      Column("median", "median", "{:+.1%}")]
     head = (f"Adaptive rule against fixed g = {result['fixed']}: {result['posterior']}, "
             f"{result['drafter']} drafter, one chain of {result['steps']} steps, "
-            f"{result['seeds']} paired seeds. own_work = forced / fixed - 1, choice = rule / "
-            "forced - 1, total = rule / fixed - 1 (means and medians of per-seed ratios).")
+            f"{result['seeds']} paired seeds from {result['first_seed']}, in rotated order. "
+            + ("own_work = forced / fixed - 1, choice = rule / forced - 1, " if "own_work" in
+               result["split"] else "")
+            + "total = rule / fixed - 1 (means and medians of per-seed ratios).")
     return "\n\n".join([head, markdown_table(columns, result["rows"]),
                         markdown_table(split_columns, split_rows)])
 
@@ -157,6 +174,8 @@ def main() -> None:
                         help="the first of the paired seeds (the langevin suite's repeats use 50+)")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--max-draft-length", type=int, default=32)
+    parser.add_argument("--without-forced", action="store_true",
+                        help="run the fixed length and the rule alone (the total gap only)")
     parser.add_argument("--allocator", choices=["pinned", "default"], default="pinned",
                         help="pin glibc's heap thresholds as gaussspec bench does (default)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -164,11 +183,12 @@ def main() -> None:
     if args.allocator == "pinned":
         pin_glibc_heap()
     result = measure(args.posterior, args.drafter, args.fixed, args.seeds, args.steps,
-                     args.max_draft_length, args.first_seed)
+                     args.max_draft_length, args.first_seed, not args.without_forced)
     text = report(result)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"adaptive_gap_{result['posterior']}_{args.drafter}_g{args.fixed}"
+    stem = args.out / (f"adaptive_gap_{result['posterior']}_{args.drafter}_g{args.fixed}"
+                       + ("_total" if args.without_forced else ""))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(text + "\n")
 

@@ -36,6 +36,7 @@ def test_the_split_is_the_mean_and_median_of_paired_ratios(gap):
     assert ratios["error"] == pytest.approx(np.std([0.1, 0.3, 1.0], ddof=1) / 3 ** 0.5)
     assert ratios["median"] == pytest.approx(0.3)  # the slow run moves the mean, not the median
     result = {"posterior": "p", "drafter": "free", "fixed": 16, "steps": 10, "seeds": 2,
+              "first_seed": 50,
               "rows": [{"contender": "fixed g=16", "cpu_ms": 1.0, "wall_ms": 1.0, "rounds": 3,
                         "block_efficiency": 3.3, "mean_draft_length": 16.0,
                         "cpu_us_per_round": 300.0}],
@@ -44,3 +45,18 @@ def test_the_split_is_the_mean_and_median_of_paired_ratios(gap):
                         "total": {"mean": 0.05, "error": 0.02, "median": 0.04}}}
     text = gap.report(result)
     assert "| own_work | +2.0% | 1.0% | +1.5% |" in text and "| fixed g=16 | 1.0 |" in text
+    assert "2 paired seeds from 50, in rotated order" in text and "own_work = " in text
+    alone = dict(result, split={"total": result["split"]["total"]})  # --without-forced
+    text = gap.report(alone)
+    assert "| total | +5.0% | 2.0% | +4.0% |" in text and "own_work" not in text
+
+
+def test_each_seed_runs_the_contenders_in_a_rotated_order(gap):
+    """No contender always runs first, or always after the same one (a machine that slows as
+    a seed's runs go on would otherwise weigh on one contender)."""
+    keys = ["fixed", "forced", "rule"]
+    orders = [gap.rotated(keys, index) for index in range(6)]
+    assert orders[:3] == [keys, ["forced", "rule", "fixed"], ["rule", "fixed", "forced"]]
+    assert orders[3:] == orders[:3]
+    assert [order[0] for order in orders[:3]] == keys  # each starts a third of the seeds
+    assert gap.rotated(["fixed", "rule"], 1) == ["rule", "fixed"]
