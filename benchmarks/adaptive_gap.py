@@ -14,18 +14,20 @@ adaptive bookkeeping); ``rule / forced - 1`` is its choice (the lengths it draft
 its start-up and any plain steps). Times are the process's CPU time (one thread: less disturbed
 by other jobs than the wall clock, which is reported too); each difference is the mean of the
 per-seed ratios with its standard error, and their median (one seed slowed by the machine moves
-the mean by its share, not the median). Each seed runs the contenders in a rotated order (seed
-``k`` starts with contender ``k mod 3``), so no contender always runs first or after the same
-one. ``--without-forced`` runs ``fixed`` and ``rule`` alone: the rule's expected gap (``total``)
-with a third less time a seed, for the 60-90 seeds that bring its standard error to about 1%
-(one seed's gap moves by up to 8% from run to run: the rule's decisions depend on the clock). :mod:`adaptive_replay` prices the rule's decisions by
+the mean by its share, not the median). Each seed runs the contenders in a rotated order (the
+``k``-th seed starts with contender ``k`` modulo their number), so no contender always runs first
+or after the same one. ``--without-forced`` runs ``fixed`` and ``rule`` alone: the rule's
+expected gap (``total``) with a third less time a seed. It takes many seeds: one seed's ratio
+spreads by about 15% (the two run different trajectories, and the rule's decisions depend on
+the clock), so 20 seeds gave standard errors of 2-4% on arK (Laplace drafter) and 150 seeds
+1.3% on low_dim_gauss_mix (free drafter). :mod:`adaptive_replay` prices the rule's decisions by
 a fitted cost model instead (no clock); :mod:`adaptive_simulation` simulates a chain.
 
 Run:
 
     OMP_NUM_THREADS=1 python benchmarks/adaptive_gap.py eight_schools free --fixed 16 --seeds 12
     OMP_NUM_THREADS=1 python benchmarks/adaptive_gap.py low_dim_gauss_mix free --fixed 16 \
-        --first-seed 50 --seeds 60 --without-forced
+        --first-seed 50 --seeds 150 --without-forced
 """
 
 from __future__ import annotations
