@@ -49,6 +49,7 @@ import gaussspec as gs  # noqa: E402
 from gaussspec.benchmarking import harness  # noqa: E402
 from gaussspec.benchmarking.adapter_suites import load_bench_module  # noqa: E402
 from gaussspec.benchmarking.allocator import pin_glibc_heap  # noqa: E402
+from gaussspec.benchmarking.harness import rotated  # noqa: E402
 from gaussspec.benchmarking.report import Column, markdown_table  # noqa: E402
 
 torch.set_num_threads(1)
@@ -85,12 +86,6 @@ def _paired_ratios(numerators: list[float], denominators: list[float]) -> dict:
             "median": statistics.median(ratios)}
 
 
-def rotated(keys: list[str], index: int) -> list[str]:
-    """``keys`` starting at ``index mod len(keys)``: seed ``index``'s order of the contenders."""
-    start = index % len(keys)
-    return keys[start:] + keys[:start]
-
-
 def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: int,
             max_draft_length: int, first_seed: int = 1000, with_forced: bool = True) -> dict:
     """Run the contenders (``fixed``, ``forced`` unless ``with_forced`` is False, ``rule``) on
@@ -98,15 +93,12 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
     split."""
     name, setup, drafter = load_bench_module("langevin").one_chain_setup(posterior, drafter_name,
                                                                           steps)
-    forced = ForcedDraftLength(max_draft_length=max_draft_length, forced=fixed)
-    contenders = {
-        "fixed": harness.speculative(setup.target, drafter, fixed),
-        "forced": harness.adaptive(setup.target, drafter, label=f"rule forced to g={fixed}",
-                                   policy=forced),
-        "rule": harness.adaptive(setup.target, drafter, max_draft_length, label="rule"),
-    }
-    if not with_forced:
-        del contenders["forced"]
+    contenders = {"fixed": harness.speculative(setup.target, drafter, fixed)}
+    if with_forced:
+        forced = ForcedDraftLength(max_draft_length=max_draft_length, forced=fixed)
+        contenders["forced"] = harness.adaptive(setup.target, drafter, policy=forced,
+                                                label=f"rule forced to g={fixed}")
+    contenders["rule"] = harness.adaptive(setup.target, drafter, max_draft_length, label="rule")
     harness.warm_up()  # every compiled path, the policy's plain-burst report included (a run
     # whose rule first took a plain step compiled it: 405 against 200 ms CPU, one arK seed)
     for contender in contenders.values():  # warm-up: compilations, first-call costs

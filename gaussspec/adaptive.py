@@ -506,7 +506,7 @@ class DecayedFit:
 
     def __init__(self, decay: float, ridge: float = 0.0):
         self.decay = decay
-        self.state = np.zeros(9)  # uu, uv, vv, uy, vy, count, c0, c1 (updated in place, compiled)
+        self.state = np.zeros(9)  # uu, uv, vv, uy, vy, count, c0, c1, ridge (the _UU... layout)
         self.state[_RIDGE] = ridge  # read by the compiled fit (G4b)
 
     count = property(lambda self: int(self.state[_FIT_COUNT]))

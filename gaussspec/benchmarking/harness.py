@@ -100,6 +100,13 @@ def _sync(x: torch.Tensor) -> None:
         torch.cuda.synchronize(x.device)
 
 
+def rotated(items: list, repeat: int) -> list:
+    """``items`` starting at ``repeat`` modulo their number: repeat ``repeat``'s running order
+    (so no contender always runs first, or always after the same one)."""
+    start = repeat % len(items)
+    return items[start:] + items[:start]
+
+
 def _run_once(contender: Contender, kernel, x0: torch.Tensor, seed: int):
     """One timed run; like ``timeit``, with the garbage collector off (collected just before)."""
     generator = torch.Generator(device=x0.device).manual_seed(seed)
@@ -146,9 +153,7 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
     gc.freeze()  # what exists now (data, models) stays: the collection before each run is quick
     try:
         for repeat in range(repeats):
-            shift = repeat % len(contenders)
-            order = list(range(len(contenders)))[shift:] + list(range(len(contenders)))[:shift]
-            for index in order:
+            for index in rotated(list(range(len(contenders))), repeat):
                 runs[index].append(_run_once(contenders[index], kernel, x0, seed + repeat))
     finally:
         gc.unfreeze()
