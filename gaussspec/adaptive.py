@@ -148,15 +148,23 @@ DDPM chains with the full margin drafted 10.9 on average where 8 is best, +15% a
 
 Where rounds are short, a decision is kept for the next rounds (G9): once speculation has won
 again after a speculative round (past the start-up of G6; never an exploration round of G5), its
-``g`` is kept for as many rounds as the model expects to fit in ``_DECISION_WINDOW`` = 5 ms (at
-most ``_MAX_HELD_ROUNDS`` = 8); those rounds' reports are folded as they come, so the next
-decision sees the estimates exactly as without the hold. The policy's work cost a one-chain
-Langevin round of 1.1-1.5 ms 30-50 us, +2.0..+5.5% against the same sampler at a fixed length
-(``benchmarks/adaptive_gap.py``, the rule forced to that length: 1061 -> 1108 us a round on
-eight_schools, 1112 -> 1151 on arK), more than its choice of ``g`` cost (-0.4..+3.1%); kept
-decisions cut it to 9-18 us (1139 -> 1157, 1127 -> 1136 us). Rounds of 2.5 ms or more (16 DDPM
-chains, slow targets) decide every round as before; the chains' count changing, or fewer steps
-left than ``g`` needs, decide at once.
+``g`` is kept for as many rounds as the model expects to fit in ``_DECISION_WINDOW`` = 20 ms
+(at most ``_MAX_HELD_ROUNDS`` = 16); those rounds' reports are kept (a tuple each) and folded in
+order before the next decision, so it sees the estimates exactly as without the hold. The
+policy's work cost a one-chain Langevin round of 1.1-1.5 ms 30-50 us, +2.0..+5.5% against the
+same sampler at a fixed length (``benchmarks/adaptive_gap.py``, the rule forced to that length:
+1061 -> 1108 us a round on eight_schools, 1112 -> 1151 on arK), more than its choice of ``g``
+cost (-0.4..+3.1%); decisions kept over 5 ms (at most 8 rounds), each round's report folded as it
+came, cut it to 9-18 us (1139 -> 1157, 1127 -> 1136 us). That was still about 2% of a
+low_dim_gauss_mix round (1.8 ms; the rule forced to g = 20 against fixed g = 20: +2.4% in two
+runs of 60 paired seeds, +0.7 and +5.5% in two others): the round's target call runs cold after
+the policy's code, and a fold run cold after every target call cost a round about 10 us where a
+hot one takes 2. Kept over 20 ms
+with their reports folded together, the same row's gap to fixed g = 16 went from +2.1 and +0.9%
+to +1.6 and +0.3% (120 paired seeds each, CPU time, s.e. 0.4-0.5%, the two codes alternating;
+the old code gave +3.6 and +2.6% in the hour before, the machine's drift).
+Rounds of 10 ms or more (16 DDPM chains, slow targets) decide every round; the chains' count
+changing, or fewer steps left than ``g`` needs, decide at once.
 
 Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
 whole run keeps the target chain's law.
@@ -180,8 +188,8 @@ _SETTLE = 2  # observations before an engine-time estimate is trusted (and avera
 _PLAIN_PROBE = _SETTLE  # plain steps that price C(n) when no call size tells latency apart (G6)
 _LONG_DECAY = 0.99  # the counts' long memory, per round (or per _DECAY_STEPS chain-steps) (G3b)
 _DECAY_STEPS = 5.0  # chain-steps (per chain) over which the counts decay by ``decay`` (G3)
-_DECISION_WINDOW = 0.005  # seconds of modelled rounds that keep a speculative decision (G9)
-_MAX_HELD_ROUNDS = 8  # rounds one decision is kept for, at most (G9)
+_DECISION_WINDOW = 0.02  # seconds of modelled rounds that keep a speculative decision (G9)
+_MAX_HELD_ROUNDS = 16  # rounds one decision is kept for, at most (G9)
 _ENGINE_RIDGE = 10.0  # o1's ridge, in rounds one position away from the mean g (G4b)
 _STALE_CALLS = 100  # a call size not observed over this many observations is forgotten (G4)
 
@@ -843,10 +851,24 @@ def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     scalars[_PLAIN_TIME] = 0.0
 
 
+def _int64_array(values) -> np.ndarray:
+    """``values`` as an int64 array: the sampler's own arrays as they are (a conversion call,
+    run cold after every round's target call, costs microseconds a round)."""
+    if type(values) is np.ndarray and values.dtype == np.int64:
+        return values
+    return np.asarray(values, dtype=np.int64)
+
+
 def _scalar(index: int, kind: type, doc: str) -> property:
-    """A property reading and writing ``scalars[index]`` as ``kind``."""
-    return property(lambda self: kind(self.scalars[index]),
-                    lambda self, value: self.scalars.__setitem__(index, float(value)), doc=doc)
+    """A property reading (after the kept rounds' reports are folded, G9) and writing
+    ``scalars[index]`` as ``kind``."""
+    def read(self):
+        if self._pending:
+            self.flush()
+        return kind(self.scalars[index])
+
+    return property(read, lambda self, value: self.scalars.__setitem__(index, float(value)),
+                    doc=doc)
 
 
 class AdaptiveState:
@@ -898,8 +920,26 @@ class AdaptiveState:
                         self.calls.means, self.calls.used, self.calls.fit.state,
                         self.engine.state, self.drafting.state, self.plain_engine.state)
         self._update_arrays = (*self._arrays[:9], self.scalars, self.params)  # _update's first
-        # G9: a speculative decision kept for the next rounds
+        # G9: a speculative decision kept for the next rounds, and the reports of the rounds
+        # run under it, folded in order before anything reads the estimates
         self._held_rounds, self._held_action, self._held_chains = 0, (0, 0), 0
+        self._pending: list[tuple] = []
+
+    def flush(self) -> None:
+        """Fold the reports of the rounds run under a kept decision (G9), in order.
+
+        While a decision is kept, :meth:`update` only keeps a round's report (a tuple appended
+        to a list: the fold, run cold after every target call, cost a one-chain round more than
+        the fold's work); the reports are folded before the next decision, and before any
+        method or property here reads the estimates. Call it before reading the state's
+        arrays (``hits``, ``calls``, ``engine``...) directly.
+        """
+        pending, arrays = self._pending, self._update_arrays
+        for tau, lengths, states, call, frozen, drafting, width, seconds, timed in pending:
+            _update(*arrays, _int64_array(tau), _int64_array(lengths), int(states),
+                    float(call), float(frozen), float(drafting), float(width), float(seconds),
+                    bool(timed))  # G3, G4
+        pending.clear()
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -908,6 +948,7 @@ class AdaptiveState:
 
         The two arrays are this state's buffers, overwritten by the next call.
         """
+        self.flush()
         return self._decide(n, frozen, len(self._steps))[2], self._steps, self._seconds
 
     def survival(self) -> np.ndarray:
@@ -917,6 +958,7 @@ class AdaptiveState:
         next decision prices rounds by, where the module's :func:`survival` gives one memory's
         curve from counts passed in.
         """
+        self.flush()
         _two_memory_survival_into(self.hits, self.at_risk, self.long_counts, self.pseudo_count,
                                   self.prior_weight, self.long_prior_weight, self._survive,
                                   self._long_survive)  # G3, G3b
@@ -940,6 +982,8 @@ class AdaptiveState:
             self._held_rounds -= 1  # the last decision is kept (G9)
             return self._held_action
         self._held_rounds = 0  # deciding afresh: no kept decision is left over (G9)
+        if self._pending:
+            self.flush()  # the kept rounds' reports, before the decision reads them (G9)
         action = _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
                          bool(frozen), int(remaining))
         g, scalars = action[0], self.scalars
@@ -954,6 +998,7 @@ class AdaptiveState:
 
     def _plain_step_engine(self) -> float:
         """``p0``: the engine's time per plain step of a full burst (G2), its fixed cost spread."""
+        self.flush()
         return float(_plain_step_time(self.plain_engine.state))
 
     # -- measurements ------------------------------------------------------------------------
@@ -978,11 +1023,15 @@ class AdaptiveState:
                 calls, drafting, engine) are then left out; its acceptance still counts.
             frozen_call_time: Seconds of the frozen drafter's target call (one state per
                 chain), 0 for other drafters.
+
+        While a decision is kept (G9), the report is kept and folded before the next decision
+        (:meth:`flush`): ``tau`` and ``lengths`` are kept as passed, not copied, so pass arrays
+        that are not written afterwards.
         """
-        _update(*self._update_arrays, np.asarray(tau, dtype=np.int64),
-                np.asarray(lengths, dtype=np.int64), int(call_states), float(call_time),
-                float(frozen_call_time), float(drafting_time), float(draft_steps),
-                float(round_time), bool(timed))  # G3, G4
+        self._pending.append((tau, lengths, call_states, call_time, frozen_call_time,
+                              drafting_time, draft_steps, round_time, timed))
+        if self._held_rounds == 0:  # a decision comes next: fold (G9)
+            self.flush()
 
     def update_plain(self, n: int, steps: int, call_time: float, burst_time: float,
                      timed: bool = True) -> None:
@@ -997,6 +1046,7 @@ class AdaptiveState:
                 then left out; the chains still moved on.
         """
         self._held_rounds = 0
+        self.flush()  # the kept rounds' reports come first (G9)
         if timed:
             self.calls.add(n, call_time / steps, steps)  # C(n) (G4): the burst's mean call
             self.plain_engine.add(1.0, float(steps), max(burst_time - call_time, 0.0))  # G2

@@ -1348,7 +1348,10 @@ class _Run:
         if self.bar.bar is not None:
             self.bar.update(int(tau.sum()) + n)
         if self.adaptive is not None:
-            self.adaptive.update(chains_np, tau, lengths, int(lengths.sum()) + n,
+            # states verified: every chain's drafts and its start (no numpy reduction when all
+            # chains draft the full width: a cold one costs a few microseconds a round)
+            call_states = n * (width + 1) if shortest == width else int(lengths.sum()) + n
+            self.adaptive.update(chains_np, tau, lengths, call_states,
                                  self.stats.target_time - target_time,
                                  self.stats.draft_time - draft_time, width,
                                  time.perf_counter() - self.mark, drafting_time,

@@ -685,12 +685,15 @@ def test_the_rule_keeps_its_draft_length_unless_another_is_switch_margin_ahead()
 def test_short_rounds_keep_a_decision_and_fold_their_reports_in_order():
     """G9: deciding every round cost a one-chain Langevin round of 1.1-1.5 ms 30-50 us (+2..+5.5%
     against a fixed length). Where the modelled rounds are short the rule keeps a winning decision
-    for as many rounds as fit in 5 ms, still folding every report as it comes: the estimates end
-    up exactly as without decisions (a mutant that dropped or reordered reports would not), and
-    rounds of 2.5 ms or more still decide every round."""
+    for as many rounds as fit in the decision window, keeping their reports and folding them in
+    order before the next decision: the estimates end up exactly as without decisions (a mutant
+    that dropped or reordered reports would not), a decision or a property read sees every
+    report, and rounds as long as the window still decide every round."""
+    window = adaptive._DECISION_WINDOW
+
     def run(call, round_time, choose):
         state = gs.AdaptiveDraftLength(max_draft_length=8, min_evidence=2).start(1)
-        rng, most_held, actions = np.random.default_rng(3), 0, []
+        rng, most_held, most_kept, actions = np.random.default_rng(3), 0, 0, []
         state.update_plain(1, 2, 2 * call * 0.9, 2 * round_time)  # plain steps measured: dear
         for _ in range(60):
             if choose:
@@ -698,16 +701,20 @@ def test_short_rounds_keep_a_decision_and_fold_their_reports_in_order():
                 most_held = max(most_held, state._held_rounds)
             state.update(np.arange(1), np.array([rng.integers(0, 6)]), np.array([5]), 6, call,
                          1e-4, 5, round_time, 2e-4)
-        return state, most_held, actions
+            most_kept = max(most_kept, len(state._pending))
+        return state, most_held, most_kept, actions
 
-    eager, _, _ = run(4e-4, 1e-3, choose=False)
-    kept, most_held, actions = run(4e-4, 1e-3, choose=True)
-    assert most_held >= 2  # ~1 ms rounds: decisions kept for several rounds
+    eager, _, most_kept, _ = run(4e-4, 1e-3, choose=False)
+    assert most_kept == 0  # no decision kept: every report folded as it comes
+    kept, most_held, most_kept, actions = run(4e-4, 1e-3, choose=True)
+    assert most_held >= 2 and most_kept >= 2  # ~1 ms rounds: decisions kept for several rounds
     assert len(set(actions[-20:])) <= 2
+    rounds = kept.rounds  # a property read folds the kept reports first
+    assert not kept._pending and rounds == eager.rounds == 60
     for a, b in zip(eager._arrays, kept._arrays):
         np.testing.assert_array_equal(a, b)
-    slow, most_held, _ = run(3e-3, 5e-3, choose=True)
-    assert most_held == 0  # 5 ms rounds: a decision every round
+    slow, most_held, most_kept, _ = run(0.6 * window, window, choose=True)
+    assert most_held == 0 and most_kept == 0  # rounds as long as the window: decided each round
 
 
 def test_a_fresh_decision_leaves_no_kept_decision_behind():
