@@ -147,8 +147,9 @@ chains are ``sqrt(n)`` times less noisy, and there the margin would only delay r
 DDPM chains with the full margin drafted 10.9 on average where 8 is best, +15% against it).
 
 Where rounds are short, a decision is kept for the next rounds (G9): once speculation has won
-again after a speculative round (past the start-up of G6; never an exploration round of G5), its
-``g`` is kept for as many rounds as the model expects to fit in ``_DECISION_WINDOW`` = 20 ms
+again after a speculative round at the same ``g`` (past the start-up of G6; never an exploration
+round of G5; a changed ``g`` is decided again after one round, so that a climb is not slowed),
+it is kept for as many rounds as the model expects to fit in ``_DECISION_WINDOW`` = 20 ms
 (at most ``_MAX_HELD_ROUNDS`` = 16); those rounds' reports are kept (a tuple each) and folded in
 order before the next decision, so it sees the estimates exactly as without the hold. The
 policy's work cost a one-chain Langevin round of 1.1-1.5 ms 30-50 us, +2.0..+5.5% against the
@@ -162,7 +163,11 @@ the policy's code, and a fold run cold after every target call cost a round abou
 hot one takes 2. Kept over 20 ms
 with their reports folded together, the same row's gap to fixed g = 16 went from +2.1 and +0.9%
 to +1.6 and +0.3% (120 paired seeds each, CPU time, s.e. 0.4-0.5%, the two codes alternating;
-the old code gave +3.6 and +2.6% in the hour before, the machine's drift).
+the old code gave +3.6 and +2.6% in the hour before, the machine's drift). Kept on every
+winning decision, the 20 ms window slowed eight chains' climb to g = 16 on the adaptive suite's
+good draft (c = 30, rounds of 6-12 ms): +5.7% against g = 16 (mean g 14.1) where the 5 ms
+window gave +1.3% (15.3); kept only when the decision repeats the last ``g``, +2.3% (15.2; 12
+seeds each, wall-clock).
 Rounds of 10 ms or more (16 DDPM chains, slow targets) decide every round; the chains' count
 changing, or fewer steps left than ``g`` needs, decide at once.
 
@@ -984,13 +989,16 @@ class AdaptiveState:
         self._held_rounds = 0  # deciding afresh: no kept decision is left over (G9)
         if self._pending:
             self.flush()  # the kept rounds' reports, before the decision reads them (G9)
-        action = _choose(*self._arrays, self._work, self.scalars, self.params, int(n),
-                         bool(frozen), int(remaining))
-        g, scalars = action[0], self.scalars
-        if (g > 0 and scalars[_PLAIN_TIME] == 0.0 and self._seconds[g - 1] > 0.0
+        scalars = self.scalars
+        last = scalars[_LAST]
+        action = _choose(*self._arrays, self._work, scalars, self.params, int(n), bool(frozen),
+                         int(remaining))
+        g = action[0]
+        if (g > 0 and g == last and scalars[_PLAIN_TIME] == 0.0 and self._seconds[g - 1] > 0.0
                 and scalars[_EVIDENCE] >= self.params[_MIN_EVIDENCE]):
-            # speculation won again after a round, past the start-up (G6; not an exploration
-            # round, G5): kept while the rounds it expects fit in the decision window (G9)
+            # speculation won again after a round at the same g, past the start-up (G6; not an
+            # exploration round, G5): kept while the rounds it expects fit in the decision
+            # window (G9); a changed g is decided again after one round (a climb is not slowed)
             held = int(_DECISION_WINDOW / self._seconds[g - 1])
             self._held_rounds = min(max(held - 1, 0), _MAX_HELD_ROUNDS - 1)
             self._held_action, self._held_chains = action, n
