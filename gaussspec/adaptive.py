@@ -160,15 +160,13 @@ came, cut it to 9-18 us (1139 -> 1157, 1127 -> 1136 us). That was still about 2%
 low_dim_gauss_mix round (1.8 ms; the rule forced to g = 20 against fixed g = 20: +2.4% in two
 runs of 60 paired seeds, +0.7 and +5.5% in two others): the round's target call runs cold after
 the policy's code, and a fold run cold after every target call cost a round about 10 us where a
-hot one takes 2. Kept over 20 ms
-with their reports folded together, the same row's gap to fixed g = 16 went from +2.1 and +0.9%
-to +1.6 and +0.3% (120 paired seeds each, CPU time, s.e. 0.4-0.5%, the two codes alternating;
-the old code gave +3.6 and +2.6% in the hour before, the machine's drift). Kept on every
-winning decision, the 20 ms window slowed eight chains' climb to g = 16 on the adaptive suite's
-good draft (c = 30, rounds of 6-12 ms): +5.7% against g = 16 (mean g 14.1) where the 5 ms
-window gave +1.3% (15.3); kept only when the decision repeats the last ``g``, +2.3% (15.2; 12
-seeds each, wall-clock).
-Rounds of 10 ms or more (16 DDPM chains, slow targets) decide every round; the chains' count
+hot one takes 2. Kept over 20 ms with their reports folded together, the same row's gap to
+fixed g = 16 went from +2.1 and +0.9% to +1.6 and +0.3% (120 paired seeds each, CPU time, s.e.
+0.4-0.5%, the two codes alternating; the old code gave +3.6 and +2.6% in the hour before, the
+machine's drift). Kept on every winning decision, the 20 ms window slowed eight chains' climb
+to g = 16 on the adaptive suite's good draft (c = 30, rounds of 6-12 ms): +5.7% against g = 16
+(mean g 14.1) where the 5 ms window gave +1.3% (15.3); kept only when the decision repeats the
+last ``g``, +2.3% (15.2; 12 seeds each, wall-clock). Rounds of 10 ms or more (16 DDPM chains, slow targets) decide every round; the chains' count
 changing, or fewer steps left than ``g`` needs, decide at once.
 
 Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
