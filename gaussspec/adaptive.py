@@ -854,14 +854,6 @@ def _update(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     scalars[_PLAIN_TIME] = 0.0
 
 
-def _int64_array(values) -> np.ndarray:
-    """``values`` as an int64 array: the sampler's own arrays as they are (a conversion call,
-    run cold after every round's target call, costs microseconds a round)."""
-    if type(values) is np.ndarray and values.dtype == np.int64:
-        return values
-    return np.asarray(values, dtype=np.int64)
-
-
 def _scalar(index: int, kind: type, doc: str) -> property:
     """A property reading (after the kept rounds' reports are folded, G9) and writing
     ``scalars[index]`` as ``kind``."""
@@ -939,8 +931,9 @@ class AdaptiveState:
         """
         pending, arrays = self._pending, self._update_arrays
         for tau, lengths, states, call, frozen, drafting, width, seconds, timed in pending:
-            _update(*arrays, _int64_array(tau), _int64_array(lengths), int(states),
-                    float(call), float(frozen), float(drafting), float(width), float(seconds),
+            _update(*arrays, np.asarray(tau, dtype=np.int64),
+                    np.asarray(lengths, dtype=np.int64), int(states), float(call),
+                    float(frozen), float(drafting), float(width), float(seconds),
                     bool(timed))  # G3, G4
         pending.clear()
 
