@@ -136,7 +136,17 @@ call a size already measured gives way to ``_PLAIN_PROBE`` = 2 plain steps, whic
 at once. Eight chains of the adaptive suite's good draft (c = 30, 600 steps, about 46 rounds)
 otherwise spent three plain steps on it (one, then two more as the one priced ``C(n)``
 optimistically): about 2 rounds' time, +3.7% against the best fixed length, -1.9% without them
-(5 interleaved repeats; +5.7% -> +0.6% in the recorded suite). Speculation must beat plain
+(5 interleaved repeats; +5.7% -> +0.6% in the recorded suite). A plain step's first call
+(the free drafter's, of ``n`` states) is measured once, and priced hopefully (G4) that makes
+plain steps look several times cheaper than they are (one DDPM chain: ``C(1)`` priced at 0.9 ms
+per state from 17 states, 6.5 ms in fact), so the rule used to spend two plain steps on it
+whatever the rounds showed. The probe waits (G6b) while speculation beats plain steps priced
+without that hope (the calls' slope below the smallest settled size, at most the one call
+measured) and the two steps would cost more than ``explore_share`` of the run left at the best
+goodput: one DDPM chain of 250 steps (rounds of 16 ms, plain steps of 6.5 ms) spent 3% of its
+run on them, +7.8% against g = 16 before, -0.0% after (20 paired repeats; mean g 10.5 -> 11.6);
+a one-chain Langevin run's probe costs under 0.1% of it and still runs, and so it anchors the
+call table at ``C(1)``. Speculation must beat plain
 steps by ``plain_margin`` in the model (G7): measured costs are a few percent off, and near a
 tie that error would otherwise pick the loser.
 
@@ -374,10 +384,12 @@ def _calls_add(sizes, means, used, fit, decay, size, seconds, calls):
 
 
 @numba.njit(nogil=True)
-def _table_cost(sizes, means, used, fit, size):
+def _table_cost(sizes, means, used, fit, size, hopeful=True):
     """``C(size)`` (G4): interpolated between settled sizes, the fit's slope beyond them.
 
     ``used`` is :attr:`CallCosts.used` (sizes in use, clock); stale sizes count as unmeasured.
+    ``hopeful=False`` prices a size measured once as one never measured, at most its
+    measurement: without the per-state optimism that sends the rule to measure it again (G6b).
     """
     a, b = fit[_C0], fit[_C1]
     count, clock = used[0], used[1]
@@ -391,17 +403,18 @@ def _table_cost(sizes, means, used, fit, size):
         return means[hi, _VALUE]  # measured: its own mean
     # measured lately, not settled (returned above): row i, found by the search above
     once = i < count and sizes[i] == size and _live_count(means, i, clock) > 0
+    optimistic = once and hopeful
     if lo >= 0 and hi < count:  # between two settled sizes: linear interpolation
         w = (size - sizes[lo]) / (sizes[hi] - sizes[lo])
         cost = (1.0 - w) * means[lo, _VALUE] + w * means[hi, _VALUE]
-        if once:  # optimistic: per state as cheap as the larger size, no cheaper than the smaller
+        if optimistic:  # per state as cheap as the larger size, no cheaper than the smaller
             cost = min(cost, max(means[lo, _VALUE], means[hi, _VALUE] * size / sizes[hi]))
     elif lo >= 0:  # above them: the fit's slope
         cost = means[lo, _VALUE] + b * (size - sizes[lo])
     elif hi < count:  # below them: the fit's slope, no cheaper per state than the smallest
         upper = means[hi, _VALUE]
         cost = upper * size / sizes[hi]  # optimistic when measured once: per state as cheap as it
-        if not once:
+        if not optimistic:
             cost = max(upper - b * (sizes[hi] - size), cost)
     else:
         cost = a + b * size
@@ -765,6 +778,19 @@ def goodput(survive, n: int, a: float, b: float, o0: float, per_position: float,
 
 
 @numba.njit(nogil=True)
+def _speculate(best, best_rate, steps, seconds, scalars, params, n, limit):
+    """The draft length of a speculative decision: the best ``g``, or the last one while the
+    best beats it by less than ``switch_margin / sqrt(n)`` in the model (G8)."""
+    g, last = best + 1, int(scalars[_LAST])
+    keep = 1.0 + params[_SWITCH_MARGIN] / math.sqrt(n)  # the counts' noise (G8)
+    if last != g and 1 <= last <= limit and steps[last - 1] / seconds[last - 1] * keep >= (
+            best_rate):
+        g = last  # within the margin of the best: keep the draft length (G8)
+    scalars[_LAST] = g
+    return g
+
+
+@numba.njit(nogil=True)
 def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
             plain_fit, work, scalars, params, n, frozen, remaining):
     """:meth:`AdaptiveState.choose`: ``(g, burst)``, updating ``scalars`` in place.
@@ -798,15 +824,17 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     if best_rate > margin * plain:
         if unpriced:
             return 0, _PLAIN_PROBE
-        g, last = best + 1, int(scalars[_LAST])
-        keep = 1.0 + params[_SWITCH_MARGIN] / math.sqrt(n)  # the counts' noise (G8)
-        if last != g and 1 <= last <= limit and steps[last - 1] / seconds[last - 1] * keep >= (
-                best_rate):
-            g = last  # within the margin of the best: keep the draft length (G8)
-        scalars[_LAST] = g
-        return g, 0
+        return _speculate(best, best_rate, steps, seconds, scalars, params, n, limit), 0
     if scalars[_PLAIN_MEASURED] == 0.0 or not _settled(sizes, means, used, n):
-        return 0, 2  # plain priced optimistically (p0 = 0, C(n) as predicted) wins: measure it
+        # plain priced optimistically (p0 = 0, C(n) as predicted) wins: measure it, unless
+        # speculation wins at the price the calls' slope gives C(n) too and the probe would
+        # cost more than explore_share of the run left (G6b)
+        plain_step = _table_cost(sizes, means, used, calls_fit, n, False) + _plain_step_time(
+            plain_fit)  # C(n) not hopeful, + p0 (G2)
+        if (not frozen and not unpriced and best_rate > margin * n / max(plain_step, 1e-12)
+                and _PLAIN_PROBE * plain_step > params[_EXPLORE_SHARE] * n * remaining / best_rate):
+            return _speculate(best, best_rate, steps, seconds, scalars, params, n, limit), 0
+        return 0, _PLAIN_PROBE
     # plain wins: explore at the best g once the plain time pays for its loss (G5), a round
     # counted as losing at least the margin's share of its time (G7)
     round_seconds = seconds[best]

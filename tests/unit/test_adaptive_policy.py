@@ -624,6 +624,43 @@ def test_plain_steps_priced_by_one_call_are_measured_in_a_short_burst_first():
     assert state.choose(16, False, 198)[0] > 0  # speculation wins at the settled price
 
 
+def test_a_plain_probe_waits_while_speculation_wins_at_the_price_of_the_calls_slope():
+    """G6b: one DDPM chain's first plain step (the free drafter's, 8.6 ms, cold) prices C(1)
+    per state as cheap as the settled 17 states (1 ms): plain steps win at that
+    price, but rounds of 17 states in 16.5 ms that advance 15 steps beat them at the price the
+    calls' slope gives (at most the 8.6 ms measured), so the rule drafts instead of spending two
+    plain steps on the probe (3% of a 250-step run); with a long run left the probe costs less
+    than ``explore_share`` of it and runs, and rounds that advance nothing still send the rule to
+    measure plain steps (once their draft length's calls are measured: 5 states in 11.2 ms)."""
+    def state_after(tau):
+        state = gs.AdaptiveDraftLength(max_draft_length=16).start(1)
+        state.update_plain(1, 1, 0.0086, 0.0087)  # the free drafter's first step: once
+        for g, seconds in ((4, 0.0112), (12, 0.0187), (16, 0.0165), (16, 0.0165)):
+            state.update(np.arange(1), np.array([min(tau, g)]), np.array([g]), g + 1, seconds,
+                         1e-3, g, seconds + 1.2e-3, 1e-3)
+        return state
+
+    def good():
+        state = state_after(15)
+        for _ in range(12):  # evidence past min_evidence: plain steps may win from here on
+            state.update(np.arange(1), np.array([15]), np.array([16]), 17, 0.0165, 1e-3, 16,
+                         0.0177, 1e-3)
+        return state
+
+    state = good()
+    assert not state.calls.settled(1) and state.calls.predict(1) < 0.0012  # hopeful: 1 ms
+    plain, steps, seconds = state.rates(1, False)
+    assert plain > 1.03 * (steps / seconds).max()  # plain wins at the hopeful price
+    g, burst = state.choose(1, False, 200)
+    assert g >= 1 and burst == 0  # the mutant (always probe): (0, 2)
+    # a long run left: two plain steps cost under explore_share of it, and the probe runs
+    assert good().choose(1, False, 100_000) == (0, 2)  # the mutant (no budget): g >= 1
+    slow = state_after(0)
+    for _ in range(12):
+        slow.update(np.arange(1), np.array([0]), np.array([4]), 5, 0.0112, 1e-3, 4, 0.0124, 1e-3)
+    assert slow.choose(1, False, 200) == (0, 2)
+
+
 def test_acceptance_counts_age_during_plain_steps_as_over_rounds_that_advance_as_far():
     """G3: a chain that ran plain steps has moved on; the rounds that sent it there weigh less."""
     state = gs.AdaptiveDraftLength(max_draft_length=8, decay=0.9).start(1)
