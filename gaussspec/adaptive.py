@@ -136,11 +136,11 @@ call a size already measured gives way to ``_PLAIN_PROBE`` = 2 plain steps, whic
 at once. Eight chains of the adaptive suite's good draft (c = 30, 600 steps, about 46 rounds)
 otherwise spent three plain steps on it (one, then two more as the one priced ``C(n)``
 optimistically): about 2 rounds' time, +3.7% against the best fixed length, -1.9% without them
-(5 interleaved repeats; +5.7% -> +0.6% in the recorded suite). A plain step's first call
-(the free drafter's, of ``n`` states) is measured once, and priced hopefully (G4) that makes
-plain steps look several times cheaper than they are (one DDPM chain: ``C(1)`` priced at 0.9 ms
-per state from 17 states, 6.5 ms in fact), so the rule used to spend two plain steps on it
-whatever the rounds showed. The probe waits (G6b) while speculation beats plain steps priced
+(5 interleaved repeats; +5.7% -> +0.6% in the recorded suite). A run's first plain step (the
+free drafter's, a call of ``n`` states) is measured once and priced hopefully (G4), which makes
+plain steps look several times cheaper than they are (one DDPM chain: ``C(1)`` priced at 0.9 ms,
+per state as cheap as the settled 17-state calls, where it takes 6.5 ms), so the rule used to
+spend two plain steps on it whatever the rounds showed. The probe waits (G6b) while speculation beats plain steps priced
 without that hope (the calls' slope below the smallest settled size, at most the one call
 measured) and the two steps would cost more than ``explore_share`` of the run left at the best
 goodput: one DDPM chain of 250 steps (rounds of 16 ms, plain steps of 6.5 ms) spent 3% of its
@@ -831,8 +831,9 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
         # cost more than explore_share of the run left (G6b)
         plain_step = _table_cost(sizes, means, used, calls_fit, n, False) + _plain_step_time(
             plain_fit)  # C(n) not hopeful, + p0 (G2)
+        run_left = n * remaining / best_rate  # seconds at the best goodput
         if (not frozen and not unpriced and best_rate > margin * n / max(plain_step, 1e-12)
-                and _PLAIN_PROBE * plain_step > params[_EXPLORE_SHARE] * n * remaining / best_rate):
+                and _PLAIN_PROBE * plain_step > params[_EXPLORE_SHARE] * run_left):  # G7, G5
             return _speculate(best, best_rate, steps, seconds, scalars, params, n, limit), 0
         return 0, _PLAIN_PROBE
     # plain wins: explore at the best g once the plain time pays for its loss (G5), a round

@@ -118,9 +118,9 @@ def test_false_misses_follow_the_noise_of_two_medians_and_the_minimum_of_ties(gu
     low), and the same noise over more repeats makes them rarer (recorded or simulated)."""
     sd = 0.08
 
-    def runs(level, repeats, shift, tiles=1):
+    def runs(level, repeats, order, tiles=1):
         z = stats.norm.ppf((np.arange(repeats) + 0.5) / repeats)
-        z = np.tile(np.random.default_rng(shift).permutation(sd * z / z.std()), tiles)
+        z = np.tile(np.random.default_rng(order).permutation(sd * z / z.std()), tiles)
         return {"wall_s_all": list(np.exp(level + z))}
 
     def case(repeats, tiles=1, tie=False, scale=1):
