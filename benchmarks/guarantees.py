@@ -126,8 +126,7 @@ def adaptive_entries(suite: dict, limit: float = LIMIT, confidence: float = CONF
                 entry[f"{name}_medians_hold"] = entry[f"{name}_median_gap"] <= limit
                 entry[f"{name}_not_shown_over"] = low <= limit
                 entry[f"{name}_shown_within"] = high <= limit
-            fixed = [r for r in rows
-                     if r["kind"] == "speculative" and r.get("drafter") == rule.get("drafter")]
+            fixed = harness.fixed_lengths(rows, rule)
             entry["best_false_miss"], entry["plain_false_miss"] = false_miss_rates(
                 plain, fixed, rule, limit)
             for scale in MORE_REPEATS:  # the same noise over more repeats

@@ -140,15 +140,15 @@ optimistically): about 2 rounds' time, +3.7% against the best fixed length, -1.9
 free drafter's, a call of ``n`` states) is measured once and priced hopefully (G4), which makes
 plain steps look several times cheaper than they are (one DDPM chain: ``C(1)`` priced at 0.9 ms,
 per state as cheap as the settled 17-state calls, where it takes 6.5 ms), so the rule used to
-spend two plain steps on it whatever the rounds showed. The probe waits (G6b) while speculation beats plain steps priced
-without that hope (the calls' slope below the smallest settled size, at most the one call
-measured) and the two steps would cost more than ``explore_share`` of the run left at the best
-goodput: one DDPM chain of 250 steps (rounds of 16 ms, plain steps of 6.5 ms) spent 3% of its
-run on them, +7.8% against g = 16 before, -0.0% after (20 paired repeats; mean g 10.5 -> 11.6);
-a one-chain Langevin run's probe costs under 0.1% of it and still runs, and so it anchors the
-call table at ``C(1)``. Speculation must beat plain
-steps by ``plain_margin`` in the model (G7): measured costs are a few percent off, and near a
-tie that error would otherwise pick the loser.
+spend two plain steps on it whatever the rounds showed. The probe waits (G6b) while speculation
+beats plain steps priced without that hope (the calls' slope below the smallest settled size, at
+most the one call measured) and the two steps would cost more than ``explore_share`` of the run
+left at the best goodput: one DDPM chain of 250 steps (rounds of 16 ms, plain steps of 6.5 ms)
+spent 3% of its run on them, +7.8% against g = 16 before, -0.0% after (20 paired repeats; mean
+g 10.5 -> 11.6); a one-chain Langevin run's probe costs under 0.1% of it and still runs, and so
+it anchors the call table at ``C(1)``. Speculation must beat plain steps by ``plain_margin`` in
+the model (G7): measured costs are a few percent off, and near a tie that error would otherwise
+pick the loser.
 
 While speculation wins, the rule keeps the last ``g`` unless the best one beats it by
 ``switch_margin / sqrt(n)`` in the model (G8): goodput is flat near its top, and one chain's

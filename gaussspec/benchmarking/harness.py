@@ -206,6 +206,13 @@ def slower_in(row: dict, other: dict) -> tuple[int, int]:
     return sum(mine > theirs for mine, theirs in pairs), len(pairs)
 
 
+def fixed_lengths(rows: list[dict], rule: dict) -> list[dict]:
+    """The fixed-length rows of ``rule``'s drafter among one case's ``rows``: the draft lengths an
+    adaptive row is compared with."""
+    drafter = rule.get("drafter")
+    return [r for r in rows if r["kind"] == "speculative" and r.get("drafter") == drafter]
+
+
 def best_fixed(rows: list[dict], rule: dict) -> dict:
     """The fixed-length row of ``rule``'s drafter with the lowest median wall-clock among one
     case's ``rows``: what an adaptive row is judged against (issue 6's "best fixed draft length").
@@ -213,10 +220,9 @@ def best_fixed(rows: list[dict], rule: dict) -> dict:
     Raises:
         ValueError: no fixed-length row of that drafter.
     """
-    drafter = rule.get("drafter")
-    same = [r for r in rows if r["kind"] == "speculative" and r.get("drafter") == drafter]
+    same = fixed_lengths(rows, rule)
     if not same:
-        raise ValueError(f"no fixed-length row of the drafter {drafter!r}")
+        raise ValueError(f"no fixed-length row of the drafter {rule.get('drafter')!r}")
     return min(same, key=lambda r: r["wall_s"])
 
 

@@ -625,12 +625,12 @@ def test_plain_steps_priced_by_one_call_are_measured_in_a_short_burst_first():
 
 
 def test_a_plain_probe_waits_while_speculation_wins_at_the_price_of_the_calls_slope():
-    """G6b: one DDPM chain's first plain step (the free drafter's, 8.6 ms, cold) prices C(1)
-    per state as cheap as the settled 17 states (1 ms): plain steps win at that
-    price, but rounds of 17 states in 16.5 ms that advance 15 steps beat them at the price the
-    calls' slope gives (at most the 8.6 ms measured), so the rule drafts instead of spending two
-    plain steps on the probe (3% of a 250-step run); with a long run left the probe costs less
-    than ``explore_share`` of it and runs, and rounds that advance nothing still send the rule to
+    """G6b: one DDPM chain's first plain step (the free drafter's, 8.6 ms, cold) prices C(1) per
+    state as cheap as the settled 17 states (1 ms): plain steps win at that price, but rounds of
+    17 states in 16.5 ms that advance 15 steps beat them at the price the calls' slope gives (at
+    most the 8.6 ms measured), so the rule drafts instead of spending two plain steps on the
+    probe (3% of a 250-step run); with a long run left the probe costs less than
+    ``explore_share`` of it and runs, and rounds that advance nothing still send the rule to
     measure plain steps (once their draft length's calls are measured: 5 states in 11.2 ms)."""
     def state_after(tau):
         state = gs.AdaptiveDraftLength(max_draft_length=16).start(1)
