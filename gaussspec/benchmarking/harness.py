@@ -168,6 +168,7 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
             "wall_s": statistics.median(walls), "wall_s_all": walls,
             "wall_spread": (max(walls) - min(walls)) / statistics.median(walls),
             "cpu_s": statistics.median(m[2] for m in measured),
+            "cpu_s_all": [m[2] for m in measured],
             "target_s": statistics.median(s.target_time for s in stats),
             "draft_s": statistics.median(s.draft_time for s in stats),
             "overhead_s": statistics.median(s.overhead_time for s in stats),
@@ -213,31 +214,53 @@ def fixed_lengths(rows: list[dict], rule: dict) -> list[dict]:
     return [r for r in rows if r["kind"] == "speculative" and r.get("drafter") == drafter]
 
 
-def best_fixed(rows: list[dict], rule: dict) -> dict:
-    """The fixed-length row of ``rule``'s drafter with the lowest median wall-clock among one
-    case's ``rows``: what an adaptive row is judged against (issue 6's "best fixed draft length").
+CLOCKS = ("wall", "cpu")  # what a row's times are read as: wall-clock, or the process's CPU time
+
+
+def _clock_key(clock: str) -> str:
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    return f"{clock}_s"
+
+
+def best_fixed(rows: list[dict], rule: dict, clock: str = "wall") -> dict:
+    """The fixed-length row of ``rule``'s drafter with the lowest median time among one case's
+    ``rows``: what an adaptive row is judged against (issue 6's "best fixed draft length").
+
+    Args:
+        rows: One case's rows.
+        rule: The adaptive row.
+        clock: ``"wall"`` (wall-clock, the suites' reading) or ``"cpu"`` (the process's CPU time:
+            on a shared machine it leaves out the time other work held the core; meaningless
+            for the synthetic kernels, which sleep through their simulated latency).
 
     Raises:
-        ValueError: no fixed-length row of that drafter.
+        ValueError: no fixed-length row of that drafter, or an unknown ``clock``.
     """
+    key = _clock_key(clock)
     same = fixed_lengths(rows, rule)
     if not same:
         raise ValueError(f"no fixed-length row of the drafter {rule.get('drafter')!r}")
-    return min(same, key=lambda r: r["wall_s"])
+    return min(same, key=lambda r: r[key])
 
 
-def paired_gap(row: dict, other: dict, confidence: float = 0.95) -> tuple[float, float, float]:
-    """``row``'s wall-clock against ``other``'s over the paired repeats of :func:`measure`.
+def paired_gap(row: dict, other: dict, confidence: float = 0.95,
+               clock: str = "wall") -> tuple[float, float, float]:
+    """``row``'s time against ``other``'s over the paired repeats of :func:`measure`.
 
     The geometric mean of the per-repeat ratios ``row / other``, minus one, with a Student-t
     interval on the mean log ratio at ``confidence``: ``(gap, low, high)``. Run r of every
     contender shares its seed and the machine's state, so the pairs cancel load drift that a
     comparison of two medians keeps. With one repeat the interval is ``(nan, nan)``.
 
+    ``clock`` is as in :func:`best_fixed`.
+
     Raises:
-        ValueError: the two rows hold different numbers of repeats (they are not paired).
+        ValueError: the two rows hold different numbers of repeats (they are not paired), or
+            an unknown ``clock``.
     """
-    mine, theirs = np.asarray(row["wall_s_all"]), np.asarray(other["wall_s_all"])
+    key = _clock_key(clock) + "_all"
+    mine, theirs = np.asarray(row[key]), np.asarray(other[key])
     if mine.shape != theirs.shape:
         raise ValueError(f"rows of {mine.size} and {theirs.size} repeats are not paired")
     logs = np.log(mine / theirs)  # log of each repeat's ratio

@@ -3,6 +3,7 @@
 import json
 import platform
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,7 @@ def test_harness_interleaves_and_puts_plain_first():
     rows = harness.measure(target, x0, [harness.plain(), harness.speculative(target, draft, 2)], 2)
     assert rows[0]["kind"] == "plain" and rows[0]["speedup"] == 1.0
     assert len(rows[1]["wall_s_all"]) == 2 and rows[1]["block_efficiency"] > 1.0
+    assert len(rows[1]["cpu_s_all"]) == 2 and rows[1]["cpu_s"] == np.median(rows[1]["cpu_s_all"])
 
 
 def test_paired_repeats_count_where_a_row_was_the_slower():

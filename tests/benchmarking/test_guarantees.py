@@ -81,8 +81,38 @@ def test_each_adaptive_row_is_read_against_its_drafters_best_fixed_and_plain(gua
     assert counts["perfect_passes_all"] == pytest.approx(
         (1 - entry["best_false_miss"]) * (1 - entry["plain_false_miss"]))
     text = guarantees.markdown(entries, counts, ["s.json"])
-    assert "| s | c | adaptive | g=4 | 4 | +6.0% |" in text
+    assert "| s | c | adaptive | wall | g=4 | 4 | +6.0% |" in text
     assert "| medians' gap at most the limit (the suites' reading) | 0/1 | 1/1 |" in text
+
+
+def _timed(kind, label, walls, cpus, drafter="free"):
+    return {**_row(kind, label, walls, drafter), "cpu_s_all": cpus,
+            "cpu_s": float(np.median(cpus))}
+
+
+def test_the_cpu_clock_reads_computing_suites_by_cpu_time_and_simulated_ones_by_wall(guarantees):
+    """Another process held the core during the rule's runs (wall +20%, CPU time as its
+    neighbours'): read by CPU time the rule holds, by wall-clock it misses; the suites whose
+    kernels sleep (``adaptive``, ``synthetic``) stay on wall-clock, and a record without CPU
+    times per run is refused for the CPU reading."""
+    rows = [_timed("plain", "plain", [3.0] * 4, [3.0] * 4, drafter=None),
+            _timed("speculative", "g=4", [1.0] * 4, [1.0] * 4),
+            _timed("speculative", "g=8", [1.1] * 4, [0.98] * 4),  # the best by CPU time
+            _timed(harness.ADAPTIVE, "adaptive", [1.2, 1.21, 1.19, 1.2], [1.0, 1.01, 0.99, 1.0])]
+    suite = {"suite": "langevin", "sections": [{"rows": rows}]}
+    wall, = guarantees.adaptive_entries(suite)
+    cpu, = guarantees.adaptive_entries(suite, clock="cpu")
+    assert (wall["clock"], wall["best_fixed"], wall["best_medians_hold"]) == ("wall", "g=4", False)
+    assert (cpu["clock"], cpu["best_fixed"], cpu["best_medians_hold"]) == ("cpu", "g=8", True)
+    assert cpu["best_median_gap"] == pytest.approx(1.0 / 0.98 - 1.0)
+    assert cpu["best_paired_gap"] == pytest.approx(1.0 / 0.98 - 1.0, abs=1e-3)
+    simulated, = guarantees.adaptive_entries({**suite, "suite": "synthetic"}, clock="cpu")
+    assert simulated["clock"] == "wall" and simulated["best_fixed"] == "g=4"
+    without = [{k: v for k, v in row.items() if not k.startswith("cpu")} for row in rows]
+    with pytest.raises(ValueError, match="no cpu_s_all"):
+        guarantees.adaptive_entries({"suite": "md", "sections": [{"rows": without}]}, clock="cpu")
+    with pytest.raises(ValueError, match="clock must be one of"):
+        harness.paired_gap(rows[3], rows[1], clock="process")
 
 
 def test_synthetic_rows_are_grouped_by_cost_model_and_ratio(guarantees):
