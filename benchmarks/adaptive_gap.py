@@ -17,7 +17,9 @@ per-seed ratios with its standard error, and their median (one seed slowed by th
 the mean by its share, not the median). Each seed runs the contenders in a rotated order (the
 ``k``-th seed starts with contender ``k`` modulo their number), so no contender always runs first
 or after the same one. ``--without-forced`` runs ``fixed`` and ``rule`` alone: the rule's
-expected gap (``total``) with a third less time a seed. It takes many seeds: one seed's ratio
+expected gap (``total``) with a third less time a seed. ``--fixed 0`` puts the plain chain in
+``fixed``'s place (with ``--without-forced``): the rule's gap to plain sampling, for the cases
+where it ends up taking plain steps. It takes many seeds: one seed's ratio
 spreads by about 15% (the two run different trajectories, and the rule's decisions depend on
 the clock), so 20 seeds gave standard errors of 2-4% on arK (Laplace drafter) and 150 seeds
 1.3% on low_dim_gauss_mix (free drafter). :mod:`adaptive_replay` prices the rule's decisions by
@@ -28,6 +30,8 @@ Run:
     OMP_NUM_THREADS=1 python benchmarks/adaptive_gap.py eight_schools free --fixed 16 --seeds 12
     OMP_NUM_THREADS=1 python benchmarks/adaptive_gap.py low_dim_gauss_mix free --fixed 16 \
         --first-seed 50 --seeds 150 --without-forced
+    OMP_NUM_THREADS=1 python benchmarks/adaptive_gap.py gp_pois_regr laplace --fixed 0 \
+        --steps 1000 --seeds 30 --without-forced
 """
 
 from __future__ import annotations
@@ -90,10 +94,15 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
             max_draft_length: int, first_seed: int = 1000, with_forced: bool = True) -> dict:
     """Run the contenders (``fixed``, ``forced`` unless ``with_forced`` is False, ``rule``) on
     ``seeds`` paired seeds from ``first_seed``, in rotated order; returns the rows and the
-    split."""
+    split. ``fixed = 0`` is the plain chain (then ``with_forced`` must be False: the rule cannot
+    be forced to plain steps)."""
+    if fixed < 0 or (fixed == 0 and with_forced):
+        raise ValueError(f"fixed must be a draft length >= 1, or 0 (the plain chain) without the "
+                         f"forced rule; got fixed={fixed}, with_forced={with_forced}")
     name, setup, drafter = load_bench_module("langevin").one_chain_setup(posterior, drafter_name,
                                                                           steps)
-    contenders = {"fixed": harness.speculative(setup.target, drafter, fixed)}
+    contenders = {"fixed": harness.speculative(setup.target, drafter, fixed) if fixed
+                  else harness.plain()}
     if with_forced:
         forced = ForcedDraftLength(max_draft_length=max_draft_length, forced=fixed)
         contenders["forced"] = harness.adaptive(setup.target, drafter, policy=forced,
@@ -117,7 +126,7 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
         values = runs[key]
         cpu = [v["cpu_s"] for v in values]
         rows.append({
-            "contender": contender.label if key != "fixed" else f"fixed g={fixed}",
+            "contender": contender.label if key != "fixed" or not fixed else f"fixed g={fixed}",
             "cpu_ms": statistics.mean(cpu) * 1e3,
             "wall_ms": statistics.median(v["wall_s"] for v in values) * 1e3,
             "rounds": statistics.mean(v["rounds"] for v in values),
@@ -148,7 +157,8 @@ def report(result: dict) -> str:
     split_columns = [Column("part of the gap (CPU time)", "part"),
                      Column("mean", "mean", "{:+.1%}"), Column("s.e.", "error", "{:.1%}"),
                      Column("median", "median", "{:+.1%}")]
-    head = (f"Adaptive rule against fixed g = {result['fixed']}: {result['posterior']}, "
+    against = f"fixed g = {result['fixed']}" if result["fixed"] else "the plain chain"
+    head = (f"Adaptive rule against {against}: {result['posterior']}, "
             f"{result['drafter']} drafter, one chain of {result['steps']} steps, "
             f"{result['seeds']} paired seeds from {result['first_seed']}, in rotated order. "
             + ("own_work = forced / fixed - 1, choice = rule / forced - 1, " if "own_work" in
@@ -162,7 +172,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("posterior", help="a posterior name (prefix) of the Langevin adapter")
     parser.add_argument("drafter", choices=["free", "frozen", "laplace"])
-    parser.add_argument("--fixed", type=int, default=16, help="the fixed draft length compared")
+    parser.add_argument("--fixed", type=int, default=16,
+                        help="the fixed draft length compared; 0: the plain chain (with "
+                             "--without-forced)")
     parser.add_argument("--seeds", type=int, default=12)
     parser.add_argument("--first-seed", type=int, default=1000,
                         help="the first of the paired seeds (the langevin suite's repeats use 50+)")

@@ -60,3 +60,17 @@ def test_each_seed_runs_the_contenders_in_a_rotated_order(gap):
     assert orders[3:] == orders[:3]
     assert [order[0] for order in orders[:3]] == keys  # each starts a third of the seeds
     assert gap.rotated(["fixed", "rule"], 1) == ["rule", "fixed"]
+
+
+def test_fixed_zero_puts_the_plain_chain_beside_the_rule(gap):
+    """``--fixed 0``: the rule's gap to plain sampling, on paired seeds; plain takes one round a
+    step, and the rule cannot be forced to plain steps."""
+    result = gap.measure("kidiq", "laplace", 0, seeds=2, steps=30, max_draft_length=8,
+                         first_seed=50, with_forced=False)
+    plain, rule = result["rows"]
+    assert plain["contender"] == "plain" and rule["contender"] == "rule"
+    assert plain["rounds"] == 30 and plain["mean_draft_length"] == 0.0
+    assert set(result["split"]) == {"total"} and len(plain["runs"]) == 2
+    assert "Adaptive rule against the plain chain: kidiq" in gap.report(result)
+    with pytest.raises(ValueError, match="0 \\(the plain chain\\) without the forced rule"):
+        gap.measure("kidiq", "laplace", 0, seeds=1, steps=30, max_draft_length=8)
