@@ -101,7 +101,8 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
                          f"forced rule; got fixed={fixed}, with_forced={with_forced}")
     name, setup, drafter = load_bench_module("langevin").one_chain_setup(posterior, drafter_name,
                                                                           steps)
-    contenders = {"fixed": harness.speculative(setup.target, drafter, fixed) if fixed
+    contenders = {"fixed": harness.speculative(setup.target, drafter, fixed,
+                                               label=f"fixed g={fixed}") if fixed
                   else harness.plain()}
     if with_forced:
         forced = ForcedDraftLength(max_draft_length=max_draft_length, forced=fixed)
@@ -126,7 +127,7 @@ def measure(posterior: str, drafter_name: str, fixed: int, seeds: int, steps: in
         values = runs[key]
         cpu = [v["cpu_s"] for v in values]
         rows.append({
-            "contender": contender.label if key != "fixed" or not fixed else f"fixed g={fixed}",
+            "contender": contender.label,
             "cpu_ms": statistics.mean(cpu) * 1e3,
             "wall_ms": statistics.median(v["wall_s"] for v in values) * 1e3,
             "rounds": statistics.mean(v["rounds"] for v in values),
