@@ -123,13 +123,24 @@ third of the first one's replaces it) and later ones at most three times the pre
 While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
 spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
 costs at most that share of the run. Plain steps may win only after ``min_evidence``
-chain-rounds of speculation, unless they beat rounds with every draft accepted (the costs alone
-decide, and only once two rounds are timed); until then each round drafts at least
-``initial_draft_length`` (G6). A one-chain run's first round is a single observation, and a few
-unlucky rounds (or one slow first round) would otherwise price plain steps faster and leave
-speculation to the exploration budget for the rest of the run: the free drafter on a one-chain
-Langevin run accepts nothing in about a quarter of its rounds, and four rounds (1, 0, 3 and 0
-accepted) sent one eight_schools run to plain steps for 1126 of its 4000 steps. While every
+chain-rounds of speculation, unless they beat rounds priced at a hopeful acceptance (and only
+once two rounds are timed); until then each round drafts at least ``initial_draft_length``
+(G6). A one-chain run's first round is a single observation, and a few unlucky rounds (or one
+slow first round) would otherwise price plain steps faster and leave speculation to the
+exploration budget for the rest of the run: the free drafter on a one-chain Langevin run accepts
+nothing in about a quarter of its rounds, and four rounds (1, 0, 3 and 0 accepted) sent one
+eight_schools run to plain steps for 1126 of its 4000 steps. The hopeful acceptance of position
+``j`` is the Wilson upper bound ``q_j+``, ``_HOPEFUL_Z`` = 2.5 standard errors above its
+long-memory counts (a position never at risk takes the one before's, as G3 falls back), and the
+rounds are priced by G1 with ``S_j+ = prod_{i<=j} q_i+``; before any round ``q+ = 1``, every draft
+accepted. Rounds that accept nothing at all still cost the start-up: one chain of gp_pois_regr
+with the Laplace drafter (1000 steps, 1% of drafts accepted, a round of g = 4 costing 1.6 plain
+steps) drafted all sixteen rounds while it waited for rounds with every draft accepted to lose,
+about 1% of its run, and gives way after nine at ``q_1+ = 6.25 / (M + 6.25)`` (``M`` rounds, none
+accepted: 0.42 after nine). The start-up's rule is looked at every round, hence 2.5 standard
+errors rather than two; the (1, 0, 3, 0) rounds above bound ``q_1+`` at 0.89 (``q_2+`` 0.94,
+``q_3+`` 1) and keep drafting.
+While every
 call so far had one size, latency cannot be told from per-state cost and plain steps are not
 priced; a start-up round that calls another size tells them apart, and only a round that would
 call a size already measured gives way to ``_PLAIN_PROBE`` = 2 plain steps, which settle ``C(n)``
@@ -205,6 +216,7 @@ _DECISION_WINDOW = 0.02  # seconds of modelled rounds that keep a speculative de
 _MAX_HELD_ROUNDS = 16  # rounds one decision is kept for, at most (G9)
 _ENGINE_RIDGE = 10.0  # o1's ridge, in rounds one position away from the mean g (G4b)
 _STALE_CALLS = 100  # a call size not observed over this many observations is forgotten (G4)
+_HOPEFUL_Z = 2.5  # standard errors of the start-up's hopeful acceptance q+ (G6)
 
 
 def _positive(instance, attribute, value):
@@ -237,7 +249,8 @@ class AdaptiveDraftLength:
         explore_share: While plain steps win, the share of time that speculative rounds at the
             best draft length may lose (G5), so that acceptance estimates stay current.
         min_evidence: Chain-rounds of speculation before plain steps may win, unless they would
-            win with every draft accepted; until then each round drafts at least
+            win at the hopeful acceptance (each position's Wilson upper bound, 2.5 standard
+            errors; every draft accepted before any round); until then each round drafts at least
             ``initial_draft_length`` (G6). One chain's round is one observation of a skewed
             count (often 0, often every draft): a few unlucky ones must not send a whole run to
             plain steps. Many chains pass it in their first round.
@@ -653,8 +666,9 @@ def _decide(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
 
     The arguments up to ``call_seconds`` are the state's arrays (:attr:`AdaptiveState._arrays`).
-    Returns ``(best, best_rate, plain_rate, all_accepted_rate)``: the best g's index (g - 1) and
-    goodput, plain steps' goodput (G2) and the best goodput if every draft were accepted (G6).
+    Returns ``(best, best_rate, plain_rate, hopeful_rate)``: the best g's index (g - 1) and
+    goodput, plain steps' goodput (G2) and the best goodput at the hopeful acceptances ``q_j+``
+    of the long memory's counts (G6: :func:`_acceptance_bound`).
     """
     chains = int(n)
     per_step = drafting[_VALUE]  # d
@@ -669,13 +683,30 @@ def _decide(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
                               long_prior_weight, survive, long_survive)  # G3, G3b
     _goodput_into(survive[:limit], n, call_seconds, engine_fit[_C0], per_step + engine_fit[_C1],
                   steps[:limit], seconds[:limit])  # G1
-    best, best_rate, all_accepted = 0, -1.0, 0.0
+    best, best_rate, hopeful_rate, total, survival, bound = 0, -1.0, 0.0, 1.0, 1.0, 1.0
     for g in range(limit):
         rate = steps[g] / seconds[g]
         if rate > best_rate:
             best, best_rate = g, rate
-        all_accepted = max(all_accepted, n * (g + 2.0) / seconds[g])  # every draft accepted
-    return best, best_rate, plain, all_accepted
+        if long_counts[1, g] > 0.0:  # a position never at risk keeps the one before's (G3)
+            bound = _acceptance_bound(long_counts[0, g], long_counts[1, g])  # q_j+ (G6)
+        survival *= bound  # S_j+ = prod_{i<=j} q_i+
+        total += survival  # 1 + sum_{i<=g} S_i+: the round's steps at the hopeful acceptance
+        hopeful_rate = max(hopeful_rate, n * total / seconds[g])  # G1 with S_i+ (G6)
+    return best, best_rate, plain, hopeful_rate
+
+
+@numba.njit(nogil=True)
+def _acceptance_bound(hits, at_risk):
+    """``q_j+``: the Wilson upper bound, ``_HOPEFUL_Z`` standard errors up, on a position's
+    conditional acceptance from its ``hits`` of ``at_risk`` drafts (G6):
+
+    ``q+ = (p + z^2 / 2M + z sqrt(p (1 - p) / M + z^2 / 4M^2)) / (1 + z^2 / M)``, ``p = H / M``.
+    """
+    z2 = _HOPEFUL_Z * _HOPEFUL_Z
+    p = min(hits / at_risk, 1.0)
+    spread = _HOPEFUL_Z * math.sqrt(p * (1.0 - p) / at_risk + z2 / (4.0 * at_risk * at_risk))
+    return min((p + z2 / (2.0 * at_risk) + spread) / (1.0 + z2 / at_risk), 1.0)  # Wilson
 
 
 @numba.njit(nogil=True)
@@ -805,17 +836,18 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     if scalars[_ROUNDS] == 0.0:
         return min(int(scalars[_LAST]), limit), 0
     steps, seconds = work[2], work[3]
-    best, best_rate, plain, all_accepted = _decide(
+    best, best_rate, plain, hopeful = _decide(
         hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
         plain_fit, work[0], work[1], steps, seconds, work[4], params[_PSEUDO_COUNT],
         scalars[_PRIOR_WEIGHT], scalars[_LONG_PRIOR_WEIGHT], float(n), frozen, limit)
     margin = 1.0 + params[_PLAIN_MARGIN]  # speculation must win by this much (G7)
     # every call had one size: a call of another size tells latency from per-state cost
     unpriced = scalars[_PLAIN_MEASURED] == 0.0 and not _identified(calls_fit)
-    if (scalars[_EVIDENCE] < params[_MIN_EVIDENCE] and all_accepted > margin * plain) or (
+    if (scalars[_EVIDENCE] < params[_MIN_EVIDENCE] and hopeful > margin * plain) or (
             engine_fit[_FIT_COUNT] < _SETTLE):
-        # too few rounds to give up on, unless the costs alone decide (G6); and the costs
-        # decide only once two rounds are timed (one may have paid a one-time cost)
+        # too few rounds to give up on, unless plain steps beat rounds at the hopeful
+        # acceptance (G6); and the costs decide only once two rounds are timed (one may have
+        # paid a one-time cost)
         g = max(best + 1, min(int(params[_INITIAL_DRAFT]), limit))
         if unpriced and _observations(sizes, means, used, n * (g + 1)) > 0:
             return 0, _PLAIN_PROBE  # the round would not tell them apart: plain steps do
@@ -990,7 +1022,7 @@ class AdaptiveState:
         return self._survive.copy()
 
     def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
-        """:func:`_decide` on this state: ``(best, best_rate, plain_rate, all_accepted_rate)``."""
+        """:func:`_decide` on this state: ``(best, best_rate, plain_rate, hopeful_rate)``."""
         return _decide(*self._arrays, self._survive, self._long_survive, self._steps,
                        self._seconds, self._call_seconds, self.pseudo_count, self.prior_weight,
                        self.long_prior_weight, float(n), bool(frozen), limit)

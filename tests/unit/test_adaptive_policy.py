@@ -1,5 +1,6 @@
 """Unit tests of the adaptive draft length's goodput model (gaussspec/adaptive.py)."""
 
+import math
 import time
 
 import attrs
@@ -810,3 +811,43 @@ def test_the_engine_slope_has_a_ridge_and_fades_when_no_longer_renewed():
     o0, o1 = state.engine.coefficients
     assert o1 < 1e-6  # faded: the rounds at g = 8 say nothing of the slope
     assert o0 + 8 * o1 == pytest.approx(8e-4, rel=1e-3)  # the level at the length run
+
+
+def test_rounds_that_accept_nothing_give_way_to_plain_steps_before_min_evidence():
+    """G6: before min_evidence, plain steps win once they beat rounds at the hopeful acceptance
+    (each position's Wilson upper bound, 2.5 standard errors). One chain of gp_pois_regr with
+    the Laplace drafter (1000 steps) accepts about 1% of its drafts, and a round of g = 4 costs
+    1.6 plain steps: the sixteen start-up rounds that waited for rounds with every draft
+    accepted to lose cost it about 1% of the run. The mutant (plain only once they beat rounds
+    with every draft accepted, the rule before) drafts all sixteen."""
+    state = gs.AdaptiveDraftLength(max_draft_length=32).start(1)
+    assert state.config.min_evidence == 16
+    state.update_plain(1, 2, 0.0012, 0.0013)  # 0.65 ms a plain step
+    drafted = 0
+    while (action := state.choose(1, False, 1000))[0] > 0:
+        assert action == (4, 0) and drafted < 16
+        feed(state, np.zeros(1, dtype=int), 4, call=6e-4, draft_step=2e-5, engine=3e-4, n=1,
+             rounds=1)
+        drafted += 1
+    assert 6 <= drafted <= 11  # q_1+ = 6.25 / (rounds + 6.25): 0.51 after 6, 0.36 after 11
+
+
+def test_hopeful_acceptance_is_the_wilson_upper_bound_of_each_position():
+    """G6's q_j+ (2.5 standard errors), and a position never at risk keeps the one before's:
+    the rounds' steps at the hopeful acceptance are ``1 + sum_{i<=g} S_i+``."""
+    z = 2.5
+    for hits, at_risk in ((0.0, 4.0), (3.0, 8.0), (9.5, 10.0), (10.0, 10.0)):
+        p = hits / at_risk
+        wilson = (p + z * z / (2 * at_risk) + z * math.sqrt(
+            p * (1 - p) / at_risk + z * z / (4 * at_risk ** 2))) / (1 + z * z / at_risk)
+        assert adaptive._acceptance_bound(hits, at_risk) == pytest.approx(min(wilson, 1.0))
+    assert adaptive._acceptance_bound(0.0, 4.0) == pytest.approx(z * z / (4 + z * z))
+    state = gs.AdaptiveDraftLength(max_draft_length=8, min_evidence=4).start(1)
+    feed(state, np.zeros(1, dtype=int), 2, call=6e-4, draft_step=2e-5, engine=3e-4, n=1,
+         rounds=3)  # position 1 at risk three times, never accepted; 2..8 never at risk
+    hopeful = state._decide(1, False, 8)[3]
+    q1 = adaptive._acceptance_bound(0.0, state.long_counts[1, 0])
+    seconds = state._seconds[:8]
+    expected = max(sum(q1 ** i for i in range(g + 1)) / seconds[g - 1]
+                   for g in range(1, 9))  # q_j+ = q_1+: S_j+ = (q_1+)^j
+    assert hopeful == pytest.approx(expected)
