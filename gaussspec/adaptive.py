@@ -139,12 +139,11 @@ steps) drafted all sixteen rounds while it waited for rounds with every draft ac
 about 1% of its run, and gives way after nine at ``q_1+ = 6.25 / (M + 6.25)`` (``M`` rounds, none
 accepted: 0.42 after nine). The start-up's rule is looked at every round, hence 2.5 standard
 errors rather than two; the (1, 0, 3, 0) rounds above bound ``q_1+`` at 0.89 (``q_2+`` 0.94,
-``q_3+`` 1) and keep drafting.
-While every
-call so far had one size, latency cannot be told from per-state cost and plain steps are not
-priced; a start-up round that calls another size tells them apart, and only a round that would
-call a size already measured gives way to ``_PLAIN_PROBE`` = 2 plain steps, which settle ``C(n)``
-at once. Eight chains of the adaptive suite's good draft (c = 30, 600 steps, about 46 rounds)
+``q_3+`` 1) and keep drafting. While every call so far had one size, latency cannot be told
+from per-state cost and plain steps are not priced; a start-up round that calls another size
+tells them apart, and only a round that would call a size already measured gives way to
+``_PLAIN_PROBE`` = 2 plain steps, which settle ``C(n)`` at once. Eight chains of the adaptive
+suite's good draft (c = 30, 600 steps, about 46 rounds)
 otherwise spent three plain steps on it (one, then two more as the one priced ``C(n)``
 optimistically): about 2 rounds' time, +3.7% against the best fixed length, -1.9% without them
 (5 interleaved repeats; +5.7% -> +0.6% in the recorded suite). A run's first plain step (the
@@ -666,9 +665,8 @@ def _decide(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     """One decision's arithmetic: G1-G3 for g = 1..limit, the best g and the rates it is judged by.
 
     The arguments up to ``call_seconds`` are the state's arrays (:attr:`AdaptiveState._arrays`).
-    Returns ``(best, best_rate, plain_rate, hopeful_rate)``: the best g's index (g - 1) and
-    goodput, plain steps' goodput (G2) and the best goodput at the hopeful acceptances ``q_j+``
-    of the long memory's counts (G6: :func:`_acceptance_bound`).
+    Returns ``(best, best_rate, plain_rate)``: the best g's index (g - 1) and goodput, and plain
+    steps' goodput (G2); ``seconds[:limit]`` holds ``T_spec(g)``.
     """
     chains = int(n)
     per_step = drafting[_VALUE]  # d
@@ -683,17 +681,26 @@ def _decide(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
                               long_prior_weight, survive, long_survive)  # G3, G3b
     _goodput_into(survive[:limit], n, call_seconds, engine_fit[_C0], per_step + engine_fit[_C1],
                   steps[:limit], seconds[:limit])  # G1
-    best, best_rate, hopeful_rate, total, survival, bound = 0, -1.0, 0.0, 1.0, 1.0, 1.0
+    best, best_rate = 0, -1.0
     for g in range(limit):
         rate = steps[g] / seconds[g]
         if rate > best_rate:
             best, best_rate = g, rate
+    return best, best_rate, plain
+
+
+@numba.njit(nogil=True)
+def _hopeful_rate(long_counts, seconds, n, limit):
+    """The best goodput of g = 1..limit at the hopeful acceptances ``q_j+`` of the long memory's
+    counts (G6: :func:`_acceptance_bound`), ``seconds[g - 1]`` being ``T_spec(g)`` (G1)."""
+    hopeful_rate, total, survival, bound = 0.0, 1.0, 1.0, 1.0
+    for g in range(limit):
         if long_counts[1, g] > 0.0:  # a position never at risk keeps the one before's (G3)
             bound = _acceptance_bound(long_counts[0, g], long_counts[1, g])  # q_j+ (G6)
         survival *= bound  # S_j+ = prod_{i<=j} q_i+
         total += survival  # 1 + sum_{i<=g} S_i+: the round's steps at the hopeful acceptance
         hopeful_rate = max(hopeful_rate, n * total / seconds[g])  # G1 with S_i+ (G6)
-    return best, best_rate, plain, hopeful_rate
+    return hopeful_rate
 
 
 @numba.njit(nogil=True)
@@ -836,14 +843,15 @@ def _choose(hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fi
     if scalars[_ROUNDS] == 0.0:
         return min(int(scalars[_LAST]), limit), 0
     steps, seconds = work[2], work[3]
-    best, best_rate, plain, hopeful = _decide(
+    best, best_rate, plain = _decide(
         hits, at_risk, long_counts, sizes, means, used, calls_fit, engine_fit, drafting,
         plain_fit, work[0], work[1], steps, seconds, work[4], params[_PSEUDO_COUNT],
         scalars[_PRIOR_WEIGHT], scalars[_LONG_PRIOR_WEIGHT], float(n), frozen, limit)
     margin = 1.0 + params[_PLAIN_MARGIN]  # speculation must win by this much (G7)
     # every call had one size: a call of another size tells latency from per-state cost
     unpriced = scalars[_PLAIN_MEASURED] == 0.0 and not _identified(calls_fit)
-    if (scalars[_EVIDENCE] < params[_MIN_EVIDENCE] and hopeful > margin * plain) or (
+    if (scalars[_EVIDENCE] < params[_MIN_EVIDENCE]
+            and _hopeful_rate(long_counts, seconds, float(n), limit) > margin * plain) or (
             engine_fit[_FIT_COUNT] < _SETTLE):
         # too few rounds to give up on, unless plain steps beat rounds at the hopeful
         # acceptance (G6); and the costs decide only once two rounds are timed (one may have
@@ -1022,10 +1030,13 @@ class AdaptiveState:
         return self._survive.copy()
 
     def _decide(self, n: int, frozen: bool, limit: int) -> tuple[int, float, float, float]:
-        """:func:`_decide` on this state: ``(best, best_rate, plain_rate, hopeful_rate)``."""
-        return _decide(*self._arrays, self._survive, self._long_survive, self._steps,
-                       self._seconds, self._call_seconds, self.pseudo_count, self.prior_weight,
-                       self.long_prior_weight, float(n), bool(frozen), limit)
+        """:func:`_decide` on this state, with :func:`_hopeful_rate`: ``(best, best_rate,
+        plain_rate, hopeful_rate)``."""
+        decision = _decide(*self._arrays, self._survive, self._long_survive, self._steps,
+                           self._seconds, self._call_seconds, self.pseudo_count,
+                           self.prior_weight, self.long_prior_weight, float(n), bool(frozen),
+                           limit)
+        return (*decision, _hopeful_rate(self.long_counts, self._seconds, float(n), limit))
 
     def choose(self, n: int, frozen: bool, remaining: int) -> tuple[int, int]:
         """The next action for ``n`` chains with at most ``remaining`` steps left.
