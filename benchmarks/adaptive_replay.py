@@ -13,10 +13,20 @@ cost beyond the fitted line and the clock's noise.
 Reported, per contender: the mean modelled time over the seeds, its standard error, and the
 change against the best fixed length and against plain steps. Writes JSON and a markdown table.
 
+``--expected`` takes the chain's acceptance luck out too: each round is credited the steps it
+advances on average at its length, ``1 + sum_{j<=g} S_j`` with ``S_j`` counted over the longest
+fixed length's runs (which must be ``--max-draft-length``; block verification's ``S_j`` barely
+depends on the round's length, see ``acceptance_profile.py``), and a run scores its expected
+goodput against the best length's, every ``g`` from 1 to the longest and plain steps priced by
+the same model. The loss is split between the rule's first ``--start-actions`` actions (its
+start-up, while one chain's counts are few) and the rest, each as a share of the run's time.
+
 Run (variants are ``AdaptiveDraftLength`` settings, ``""`` for the defaults):
 
     OMP_NUM_THREADS=1 python benchmarks/adaptive_replay.py eight_schools free --seeds 12 \\
         --fixed 12 16 --variant "" --variant switch_margin=0.0
+    OMP_NUM_THREADS=1 python benchmarks/adaptive_replay.py eight_schools free --seeds 20 \\
+        --fixed 8 16 32 --expected
 """
 
 from __future__ import annotations
@@ -85,6 +95,67 @@ def fit_costs(setup, drafter, fixed: list[int]) -> tuple[float, float, float]:
     return float(intercept), float(slope), float(plain_step)
 
 
+def expected_scores(log: list, survival: np.ndarray, a: float, b: float, p: float,
+                    start_actions: int) -> dict:
+    """One run's expected goodput against the best length's, and where it lost time.
+
+    A round of length ``g`` is credited ``1 + sum_{j<=g} S_j`` steps and costs ``a + b g``; a
+    burst of ``k`` plain steps ``k`` steps and ``k p``. The best rate is the best of every ``g``
+    and of plain steps. A run's loss is its time less the time the best rate needs for its steps,
+    as a share of the latter; split between the first ``start_actions`` actions and the rest.
+    """
+    steps_at = np.concatenate([[1.0], 1.0 + np.cumsum(survival)])  # 1 + sum_{j<=g} S_j (G1)
+    lengths = np.arange(len(steps_at))
+    rates = steps_at[1:] / (a + b * lengths[1:])
+    best_rate = max(float(rates.max()), 1.0 / p)
+    steps, seconds, lost = 0.0, 0.0, [0.0, 0.0]
+    for index, (kind, size) in enumerate(log):
+        advance, cost = (steps_at[size], a + b * size) if kind == "round" else (size, p * size)
+        steps, seconds = steps + advance, seconds + cost
+        lost[index >= start_actions] += cost - advance / best_rate
+    ideal = steps / best_rate
+    rounds = [size for kind, size in log if kind == "round"]
+    return {"vs_best": steps / seconds / best_rate - 1.0, "start_loss": lost[0] / ideal,
+            "later_loss": lost[1] / ideal, "mean_g": float(np.mean(rounds)) if rounds else 0.0,
+            "best_g": int(rates.argmax()) + 1 if rates.max() >= 1.0 / p else 0}
+
+
+def expected_report(name: str, args, a: float, b: float, p: float, survival: np.ndarray,
+                    logs: dict) -> None:
+    """Print and write the ``--expected`` table: each variant's mean expected goodput."""
+    rows = []
+    for label, runs in logs.items():
+        scores = [expected_scores(log, survival, a, b, p, args.start_actions) for log in runs]
+        mean = {key: statistics.mean(s[key] for s in scores) for key in scores[0]}
+        spread = statistics.stdev(s["vs_best"] for s in scores) if len(scores) > 1 else math.nan
+        rows.append({"contender": label, **mean, "standard_error": spread / len(scores) ** 0.5,
+                     "sd_mean_g": statistics.pstdev(s["mean_g"] for s in scores),
+                     "runs": scores})
+    best_g = rows[0]["runs"][0]["best_g"]
+    columns = [Column("contender", "contender"),
+               Column("expected goodput vs best", "vs_best", "{:+.2%}"),
+               Column("s.e.", "standard_error", "{:.2%}"),
+               Column(f"lost in the first {args.start_actions} actions", "start_loss", "{:.2%}"),
+               Column("lost after", "later_loss", "{:.2%}"),
+               Column("mean g", "mean_g", "{:.1f}"),
+               Column("sd of mean g between runs", "sd_mean_g", "{:.1f}")]
+    head = (f"Expected-steps replay, {name}, {args.drafter} drafter, {args.steps} steps, "
+            f"{args.seeds} seeds; round {a * 1e3:.3f} + {b * 1e3:.4f} g ms, plain step "
+            f"{p * 1e3:.4f} ms; S_j from the g = {max(args.fixed)} runs (block efficiency "
+            f"{1.0 + survival.sum():.2f}); best: "
+            + (f"g = {best_g}." if best_g else "plain steps."))
+    table = markdown_table(columns, rows)
+    print(head + "\n\n" + table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"adaptive_replay_expected_{name}_{args.drafter}"
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"posterior": name, "drafter": args.drafter, "steps": args.steps, "seeds": args.seeds,
+         "round_intercept_s": a, "round_per_position_s": b, "plain_step_s": p,
+         "survival": survival.tolist(), "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(head + "\n\n" + table + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("posterior", help="a posterior name (prefix) of the Langevin adapter")
@@ -95,9 +166,16 @@ def main() -> None:
     parser.add_argument("--max-draft-length", type=int, default=32)
     parser.add_argument("--variant", action="append", default=None,
                         help='AdaptiveDraftLength settings, e.g. "decay=0.97" ("" = defaults)')
+    parser.add_argument("--expected", action="store_true",
+                        help="credit each round its length's expected steps (no acceptance luck)")
+    parser.add_argument("--start-actions", type=int, default=100,
+                        help="with --expected: the rule's first actions, reported apart")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     variants = args.variant if args.variant is not None else [""]
+    if args.expected and max(args.fixed) != args.max_draft_length:
+        parser.error(f"--expected prices every length by the longest fixed length's runs: "
+                     f"--fixed must include --max-draft-length ({args.max_draft_length})")
 
     name, setup, drafter = load_bench_module("langevin").one_chain_setup(
         args.posterior, args.drafter, args.steps)
@@ -116,14 +194,24 @@ def main() -> None:
         harness._run_once(contender, setup.target, setup.x0, 5)  # warm-up: its compilation
         policies[label], times[label] = (policy, contender), []
     fixed = {g: harness.speculative(setup.target, drafter, g) for g in args.fixed}
+    longest = max(args.fixed)
+    accepted, drafted = np.zeros(longest), np.zeros(longest)  # the longest length's S_j
+    logs = {label: [] for label in policies}
     for seed in range(1000, 1000 + args.seeds):
         for g, contender in fixed.items():
             stats = harness._run_once(contender, setup.target, setup.x0, seed)[0]
             times[f"fixed g={g}"].append(stats.rounds * (a + b * g))
+            if g == longest:
+                accepted += stats.accepted_by_position
+                drafted += stats.drafted_by_position
         for label, (policy, contender) in policies.items():
             policy.log.clear()
             harness._run_once(contender, setup.target, setup.x0, seed)
             times[label].append(modelled(policy.log))
+            logs[label].append(list(policy.log))
+    if args.expected:
+        expected_report(name, args, a, b, p, accepted / np.maximum(drafted, 1.0), logs)
+        return
 
     plain_time = p * args.steps
     best = min(statistics.mean(v) for k, v in times.items() if k.startswith("fixed"))
