@@ -4,11 +4,11 @@ One Langevin chain's wall-clock spreads 10-40% from run to run on shared cores, 
 efficiency 3-6% (the path differs from run to run, and between the contenders of one repeat), so
 a few repeats cannot tell a policy change worth 2% from noise. This script prices every run by
 one cost model instead of its own clock: a round of draft length g costs ``A + B g`` and a plain
-step ``P``, with A, B and P fitted to fixed-length and plain runs of the same process (medians of
-three runs each). Many seeds then compare what the adaptive rule chose (its draft lengths and
-plain steps, given the acceptance its chain met) against each fixed draft length. The rule
-itself still runs on measured times, as in real use; what the replay leaves out is the engine's
-cost beyond the fitted line and the clock's noise.
+step ``P``, with A, B and P fitted to fixed-length and plain runs of the same process (CPU time,
+medians of ``--cost-runs`` interleaved runs each). Many seeds then compare what the adaptive rule
+chose (its draft lengths and plain steps, given the acceptance its chain met) against each fixed
+draft length. The rule itself still runs on measured times, as in real use; what the replay
+leaves out is the engine's cost beyond the fitted line and the clock's noise.
 
 Reported, per contender: the mean modelled time over the seeds, its standard error, and the
 change against the best fixed length and against plain steps. Writes JSON and a markdown table.
@@ -74,25 +74,32 @@ class RecordingPolicy(gs.AdaptiveDraftLength):
         return state
 
 
-def fit_costs(setup, drafter, fixed: list[int]) -> tuple[float, float, float]:
-    """``(A, B, P)``: seconds of a round ``A + B g`` and of a plain step, from timed runs."""
-    lengths, per_round = [], []
-    for g in fixed:
-        contender = harness.speculative(setup.target, drafter, g)
+def fit_costs(setup, drafter, fixed: list[int], runs: int = 5) -> tuple[float, float, float]:
+    """``(A, B, P)``: CPU seconds of a round ``A + B g`` and of a plain step.
+
+    Each fixed length and the plain chain run ``runs`` times, interleaved (one run of each in
+    turn, so that the machine's drift falls on all of them alike), after a warm-up run each; a
+    length's round time is the median over its runs of CPU time per round. CPU time, as
+    ``adaptive_gap.py``: less disturbed by other jobs than the wall clock (three wall-clock runs
+    a length, one length after the other, fitted eight_schools' per-position cost at 18 and 32
+    us within the hour in which CPU time over seven and thirteen lengths read 13).
+    """
+    contenders = {g: harness.speculative(setup.target, drafter, g) for g in fixed}
+    contenders[0] = harness.plain()
+    for contender in contenders.values():
         harness._run_once(contender, setup.target, setup.x0, 7)  # warm-up
-        runs = [harness._run_once(contender, setup.target, setup.x0, 7 + r) for r in range(3)]
-        lengths.append(g)
-        per_round.append(statistics.median(wall / stats.rounds for stats, wall, _ in runs))
+    per_run = {g: [] for g in contenders}
+    for r in range(runs):
+        for g, contender in contenders.items():
+            stats, _, cpu = harness._run_once(contender, setup.target, setup.x0, 8 + r)
+            per_run[g].append(cpu / (stats.rounds if g else setup.target.num_steps))
+    lengths = sorted(fixed)
+    per_round = [statistics.median(per_run[g]) for g in lengths]
     if len(set(lengths)) > 1:
         slope, intercept = np.polyfit(lengths, per_round, 1)  # A + B g
     else:
         slope, intercept = 0.0, per_round[0]
-    plain = harness.plain()
-    harness._run_once(plain, setup.target, setup.x0, 7)
-    steps = setup.target.num_steps
-    plain_step = statistics.median(
-        harness._run_once(plain, setup.target, setup.x0, 7 + r)[1] for r in range(3)) / steps
-    return float(intercept), float(slope), float(plain_step)
+    return float(intercept), float(slope), float(statistics.median(per_run[0]))
 
 
 def expected_scores(log: list, survival: np.ndarray, a: float, b: float, p: float,
@@ -166,6 +173,9 @@ def main() -> None:
     parser.add_argument("--max-draft-length", type=int, default=32)
     parser.add_argument("--variant", action="append", default=None,
                         help='AdaptiveDraftLength settings, e.g. "decay=0.97" ("" = defaults)')
+    parser.add_argument("--cost-runs", type=int, default=5,
+                        help="interleaved runs of each fixed length and of plain steps that fit "
+                             "the cost model")
     parser.add_argument("--expected", action="store_true",
                         help="credit each round its length's expected steps (no acceptance luck)")
     parser.add_argument("--start-actions", type=int, default=100,
@@ -179,7 +189,7 @@ def main() -> None:
 
     name, setup, drafter = load_bench_module("langevin").one_chain_setup(
         args.posterior, args.drafter, args.steps)
-    a, b, p = fit_costs(setup, drafter, args.fixed)
+    a, b, p = fit_costs(setup, drafter, args.fixed, args.cost_runs)
 
     def modelled(log):  # the cost model on a run's actions
         return sum(a + b * size if kind == "round" else p * size for kind, size in log)
@@ -229,7 +239,8 @@ def main() -> None:
     table = markdown_table(columns, rows)
     head = (f"Decision replay, {name}, {args.drafter} drafter, {args.steps} steps, "
             f"{args.seeds} seeds; round {a * 1e3:.3f} + {b * 1e3:.4f} g ms, plain step "
-            f"{p * 1e3:.4f} ms (fitted to this process's fixed-length and plain runs).")
+            f"{p * 1e3:.4f} ms (CPU time, fitted to this process's fixed-length and plain "
+            f"runs).")
     print(head + "\n\n" + table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
