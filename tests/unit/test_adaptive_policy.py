@@ -1,6 +1,7 @@
 """Unit tests of the adaptive draft length's goodput model (gaussspec/adaptive.py)."""
 
 import math
+import statistics
 import time
 
 import attrs
@@ -373,9 +374,11 @@ def test_d_is_timed_on_the_drafting_loop_alone_not_its_set_up():
     sampler.sample(torch.zeros(1, *target.event_shape, dtype=torch.float64),
                    generator=torch.Generator().manual_seed(0))
     assert len(policy.reports) >= 2
-    for drafting_time, round_time in policy.reports:
+    for _, round_time in policy.reports:
         assert round_time > 0.005  # the set-up's sleep is in the round
-        assert drafting_time < 0.004  # ... and not in the drafting loop
+    # ... and not in the drafting loop: the median, as a round preempted on a loaded machine may
+    # read a few ms (4.5 ms once, in four suites at once on 2 cores); the mutant's reads all > 5 ms
+    assert statistics.median(drafting for drafting, _ in policy.reports) < 0.004
 
 
 def test_a_slow_second_observation_does_not_stay_and_a_fast_one_replaces_a_slow_first():
