@@ -25,8 +25,8 @@ Run (variants are ``AdaptiveDraftLength`` settings, ``""`` for the defaults):
 
     OMP_NUM_THREADS=1 python benchmarks/adaptive_replay.py eight_schools free --seeds 12 \\
         --fixed 12 16 --variant "" --variant switch_margin=0.0
-    OMP_NUM_THREADS=1 python benchmarks/adaptive_replay.py eight_schools free --seeds 20 \\
-        --fixed 8 16 32 --expected
+    OMP_NUM_THREADS=1 python benchmarks/adaptive_replay.py eight_schools free --seeds 16 \\
+        --fixed 4 8 12 16 20 24 32 --expected
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ def fit_costs(setup, drafter, fixed: list[int], runs: int = 5) -> tuple[float, f
     Each fixed length and the plain chain run ``runs`` times, interleaved (one run of each in
     turn, so that the machine's drift falls on all of them alike), after a warm-up run each; a
     length's round time is the median over its runs of CPU time per round. CPU time, as
-    ``adaptive_gap.py``: less disturbed by other jobs than the wall clock (three wall-clock runs
-    a length, one length after the other, fitted eight_schools' per-position cost at 18 and 32
-    us within the hour in which CPU time over seven and thirteen lengths read 13).
+    ``adaptive_gap.py``: less disturbed by other jobs than the wall clock (wall-clock runs, one
+    length after the other, fitted eight_schools' per-position cost at 18 us over three lengths
+    and 32 us over seven on 2026-12-02; CPU time over the seven, interleaved, read 20).
     """
     contenders = {g: harness.speculative(setup.target, drafter, g) for g in fixed}
     contenders[0] = harness.plain()
