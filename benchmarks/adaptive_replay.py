@@ -77,29 +77,26 @@ class RecordingPolicy(gs.AdaptiveDraftLength):
 def fit_costs(setup, drafter, fixed: list[int], runs: int = 5) -> tuple[float, float, float]:
     """``(A, B, P)``: CPU seconds of a round ``A + B g`` and of a plain step.
 
-    Each fixed length and the plain chain run ``runs`` times, interleaved (one run of each in
-    turn, so that the machine's drift falls on all of them alike), after a warm-up run each; a
-    length's round time is the median over its runs of CPU time per round. CPU time, as
+    Each fixed length and the plain chain run ``runs`` times by :func:`harness.measure`
+    (interleaved, so that the machine's drift falls on all of them alike, after a warm-up run
+    each); a length's round time is the median over its runs of CPU time per round. CPU time, as
     ``adaptive_gap.py``: less disturbed by other jobs than the wall clock (wall-clock runs, one
     length after the other, fitted eight_schools' per-position cost at 18 us over three lengths
     and 32 us over seven on 2026-12-02; CPU time over the seven, interleaved, read 20).
     """
-    contenders = {g: harness.speculative(setup.target, drafter, g) for g in fixed}
-    contenders[0] = harness.plain()
-    for contender in contenders.values():
-        harness._run_once(contender, setup.target, setup.x0, 7)  # warm-up
-    per_run = {g: [] for g in contenders}
-    for r in range(runs):
-        for g, contender in contenders.items():
-            stats, _, cpu = harness._run_once(contender, setup.target, setup.x0, 8 + r)
-            per_run[g].append(cpu / (stats.rounds if g else setup.target.num_steps))
-    lengths = sorted(fixed)
-    per_round = [statistics.median(per_run[g]) for g in lengths]
-    if len(set(lengths)) > 1:
+    lengths = sorted(set(fixed))
+    contenders = [harness.plain()] + [harness.speculative(setup.target, drafter, g)
+                                      for g in lengths]
+    plain, *rows = harness.measure(setup.target, setup.x0, contenders, runs, seed=8)
+    per_round = [statistics.median(cpu / rounds for cpu, rounds in zip(row["cpu_s_all"],
+                                                                        row["rounds_all"]))
+                 for row in rows]
+    if len(lengths) > 1:
         slope, intercept = np.polyfit(lengths, per_round, 1)  # A + B g
     else:
         slope, intercept = 0.0, per_round[0]
-    return float(intercept), float(slope), float(statistics.median(per_run[0]))
+    plain_step = statistics.median(plain["cpu_s_all"]) / setup.target.num_steps
+    return float(intercept), float(slope), float(plain_step)
 
 
 def expected_scores(log: list, survival: np.ndarray, a: float, b: float, p: float,

@@ -140,7 +140,8 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
 
     Returns:
         Rows with medians of wall-clock, CPU time, in-target, in-draft and engine time, the
-        counters of the first repeat, and ``speedup`` = plain median wall / this median wall.
+        counters of the first repeat (each repeat's rounds in ``rounds_all``), and ``speedup`` =
+        plain median wall / this median wall.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -176,6 +177,7 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
             "noise_share": statistics.median(getattr(s, "noise_time", float("nan")) / s.wall_time
                                              for s in stats),
             "rounds": first.rounds,
+            "rounds_all": [s.rounds for s in stats],
             "sequential_target_calls": first.sequential_target_calls,
             "target_evaluations": first.target_evaluations,
             "draft_evaluations": first.draft_evaluations,
