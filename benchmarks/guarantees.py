@@ -27,16 +27,26 @@ its work, without the time other work on a shared machine held the core. The sui
 simulated kernels (``adaptive``, ``synthetic``) sleep through their simulated latency, so they are
 read by wall-clock whatever the flag says.
 
-    python benchmarks/guarantees.py [--results benchmarks/results/bench] [--suites ddpm langevin]
-                                    [--clock wall|cpu]
+Several records of one suite can be read as one (``--results A B``): the repeats of records
+that measured the same code (the ``code`` digest ``gaussspec bench`` writes into each record's
+meta, :func:`gaussspec.benchmarking.report.code_digest`) are pooled, case by case, each record's
+runs in units of its own plain chain's median for that case (records made on machines of
+different speeds then read alike; every reading is a ratio). A repeat stays paired with the
+repeat of the same record, so the paired intervals narrow as records accumulate, and a row
+misread by one record's noise is read again on more repeats without one long run. Records of
+different code are refused.
+
+    python benchmarks/guarantees.py [--results benchmarks/results/bench [more records...]]
+                                    [--suites ddpm langevin] [--clock wall|cpu]
 
 Writes ``guarantees.json`` and ``guarantees.md`` (``guarantees_cpu.*`` with ``--clock cpu``) into
-the results folder.
+the first results folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 from pathlib import Path
@@ -115,6 +125,61 @@ def false_miss_rates(plain: dict, fixed: list[dict], rule: dict, limit: float = 
     return p_best, p_plain
 
 
+def pool(records: list[dict]) -> dict:
+    """One suite's records of the same code read as one record (see the module's docstring).
+
+    Each case's runs are divided, clock by clock, by the median of that record's plain runs for
+    the case, and concatenated in the records' order, so that run ``r`` of every contender of a
+    case still belongs to one repeat of one record. A row's median (``wall_s``, ``cpu_s``) is
+    that of its pooled runs; ``mean_draft_length`` the records' mean. Clocks that a record did
+    not keep per run are left out of the pooled record. One record is returned as it is.
+
+    Raises:
+        ValueError: the records are of different suites or code (or one has no code digest),
+            or their cases and contenders differ.
+    """
+    if len(records) == 1:
+        return records[0]
+    names = {record["suite"] for record in records}
+    codes = [record.get("meta", {}).get("code") for record in records]
+    if len(names) != 1 or None in codes or len(set(codes)) != 1:
+        raise ValueError(f"only records of one suite and of the same code can be pooled: suites "
+                         f"{sorted(names)}, code digests {codes} (None: recorded before "
+                         f"gaussspec bench wrote one)")
+    per_record = []
+    for record in records:
+        cases: dict[tuple, dict] = {}
+        for section in record["sections"]:
+            for row in _measured(section["rows"]):
+                cases[(case_of(row), row["label"])] = row
+        per_record.append(cases)
+    keys = list(per_record[0])
+    if any(set(cases) != set(keys) for cases in per_record[1:]):
+        raise ValueError(f"{records[0]['suite']}: the records hold different cases or contenders")
+    clocks = [c for c in harness.CLOCKS
+              if all(f"{c}_s_all" in row for cases in per_record for row in cases.values())]
+    pooled_rows = []
+    for key in keys:
+        row = copy.deepcopy(per_record[0][key])
+        for clock in clocks:
+            runs = []
+            for cases in per_record:
+                plain = next(r for (case, _), r in cases.items()
+                             if case == key[0] and r["kind"] == "plain")
+                unit = float(np.median(plain[f"{clock}_s_all"]))  # the record's plain median
+                runs += [t / unit for t in cases[key][f"{clock}_s_all"]]
+            row[f"{clock}_s_all"], row[f"{clock}_s"] = runs, float(np.median(runs))
+        for clock in set(harness.CLOCKS) - set(clocks):
+            row.pop(f"{clock}_s_all", None)
+        row["mean_draft_length"] = float(np.mean(
+            [cases[key].get("mean_draft_length", math.nan) for cases in per_record]))
+        pooled_rows.append(row)
+    meta = {**records[0].get("meta", {}), "records": len(records),
+            "dates": [record.get("meta", {}).get("date") for record in records]}
+    return {"suite": records[0]["suite"], "meta": meta,
+            "sections": [{"title": "pooled", "rows": pooled_rows}]}
+
+
 def adaptive_entries(suite: dict, limit: float = LIMIT, confidence: float = CONFIDENCE,
                      clock: str = "wall") -> list[dict]:
     """One entry per adaptive row of a suite's JSON: its gaps to the best fixed and to plain.
@@ -141,7 +206,8 @@ def adaptive_entries(suite: dict, limit: float = LIMIT, confidence: float = CONF
             best = harness.best_fixed(rows, rule, clock)
             entry = {"suite": suite["suite"], "case": case, "label": rule["label"],
                      "clock": clock, "best_fixed": best["label"],
-                     "repeats": len(rule["wall_s_all"]),
+                     "repeats": len(rule[f"{clock}_s_all"]),
+                     "records": suite.get("meta", {}).get("records", 1),
                      "mean_draft_length": rule["mean_draft_length"]}
             for name, other in (("best", best), ("plain", plain)):
                 gap, low, high = harness.paired_gap(rule, other, confidence, clock)
@@ -183,6 +249,7 @@ def tally(entries: list[dict]) -> dict:
 
 COLUMNS = (Column("suite", "suite"), Column("case", "case"), Column("adaptive", "label"),
            Column("clock", "clock"), Column("best fixed", "best_fixed"), Column("repeats", "repeats"),
+           Column("records", "records"),
            Column("vs best: medians", "best_median_gap", "{:+.1%}"),
            Column("vs best: paired [95%]", "best_interval"),
            Column("vs plain: medians", "plain_median_gap", "{:+.1%}"),
@@ -224,8 +291,10 @@ def markdown(entries: list[dict], counts: dict, sources: list[str], limit: float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "bench",
-                        help="the folder gaussspec bench wrote its JSON into")
+    parser.add_argument("--results", type=Path, nargs="+",
+                        default=[ROOT / "benchmarks" / "results" / "bench"],
+                        help="the folders gaussspec bench wrote its JSON into: one record, or "
+                             "several of the same code, pooled suite by suite")
     parser.add_argument("--suites", nargs="+", default=list(SUITES),
                         help="suites to read (a missing one is skipped with a note)")
     parser.add_argument("--clock", choices=harness.CLOCKS, default="wall",
@@ -234,17 +303,25 @@ def main() -> None:
     args = parser.parse_args()
     entries, sources = [], []
     for name in args.suites:
-        path = args.results / f"{name}.json"
-        if not path.is_file():
-            print(f"no {path}: skipped (run gaussspec bench {name} first)")
+        paths = [folder / f"{name}.json" for folder in args.results
+                 if (folder / f"{name}.json").is_file()]
+        if not paths:
+            print(f"no {name}.json in {', '.join(map(str, args.results))}: skipped (run "
+                  f"gaussspec bench {name} first)")
             continue
-        entries += adaptive_entries(json.loads(path.read_text()), clock=args.clock)
-        sources.append(path.name)
+        try:
+            suite = pool([json.loads(path.read_text()) for path in paths])
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+        entries += adaptive_entries(suite, clock=args.clock)
+        sources.append(" + ".join(str(path) for path in paths) if len(paths) > 1
+                       else paths[0].name)
     counts = tally(entries)
     text = markdown(entries, counts, sources)
     stem = "guarantees" if args.clock == "wall" else f"guarantees_{args.clock}"
-    (args.results / f"{stem}.md").write_text(text)
-    (args.results / f"{stem}.json").write_text(json.dumps(
+    out = args.results[0]
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(
         {"limit": LIMIT, "confidence": CONFIDENCE, "clock": args.clock, "sources": sources,
          "counts": counts, "entries": entries}, indent=1))
     print(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -13,8 +14,10 @@ from pathlib import Path
 import attrs
 import torch
 
-__all__ = ["Column", "Section", "SuiteResult", "machine_meta", "markdown_table", "write_result",
-           "new_figure", "run_columns"]
+__all__ = ["Column", "Section", "SuiteResult", "code_digest", "machine_meta", "markdown_table",
+           "write_result", "new_figure", "run_columns"]
+
+_PACKAGE = Path(__file__).resolve().parent.parent  # gaussspec/
 
 
 @attrs.frozen
@@ -61,6 +64,39 @@ class SuiteResult:
     notes: list = attrs.field(factory=list)  # skipped parts, caveats
 
 
+def code_files() -> list[Path]:
+    """The source files a suite's times depend on, in a fixed order.
+
+    The core modules (``gaussspec/*.py``), the benchmarking package but this module (which only
+    writes reports), the adapters (``gaussspec.adapters``, all sub-packages) and, in a source
+    checkout, the suites' scripts ``benchmarks/*_bench.py``. Data files (weights, posteriors) are
+    not read: they are versioned with the code that loads them.
+    """
+    import gaussspec.adapters  # noqa: PLC0415 (the adapters' folder: installed or a checkout)
+
+    files = sorted(_PACKAGE.glob("*.py"))
+    files += sorted(p for p in (_PACKAGE / "benchmarking").glob("*.py")
+                    if p.name != Path(__file__).name)
+    for folder in gaussspec.adapters.__path__:
+        files += sorted(Path(folder).rglob("*.py"))
+    scripts = _PACKAGE.parent / "benchmarks"
+    files += sorted(scripts.glob("*_bench.py"))
+    return files
+
+
+def code_digest() -> str:
+    """A short SHA-256 digest of :func:`code_files` (their names and bytes).
+
+    Two records of one suite with the same digest measured the same code the same way, so their
+    repeats can be pooled (``benchmarks/guarantees.py``); any change to the engine, the adaptive
+    rule, an adapter or the harness changes it.
+    """
+    digest = hashlib.sha256()
+    for path in code_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def machine_meta(device: str = "cpu") -> dict:
     """Where and how the suite ran."""
     if str(device).startswith("cuda") and torch.cuda.is_available():
@@ -74,6 +110,7 @@ def machine_meta(device: str = "cpu") -> dict:
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "code": code_digest(),
     }
 
 

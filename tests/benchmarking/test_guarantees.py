@@ -81,7 +81,7 @@ def test_each_adaptive_row_is_read_against_its_drafters_best_fixed_and_plain(gua
     assert counts["perfect_passes_all"] == pytest.approx(
         (1 - entry["best_false_miss"]) * (1 - entry["plain_false_miss"]))
     text = guarantees.markdown(entries, counts, ["s.json"])
-    assert "| s | c | adaptive | wall | g=4 | 4 | +6.0% |" in text
+    assert "| s | c | adaptive | wall | g=4 | 4 | 1 | +6.0% |" in text
     assert "| medians' gap at most the limit (the suites' reading) | 0/1 | 1/1 |" in text
 
 
@@ -168,3 +168,70 @@ def test_false_misses_follow_the_noise_of_two_medians_and_the_minimum_of_ties(gu
     assert case(15, tie=True)[0] > p_best + 0.03
     assert case(5)[0] > case(5, tiles=3)[0] + 0.05
     assert case(5, scale=3)[0] < case(5)[0] - 0.05  # simulated: three times the repeats
+
+
+def _record(scale, code="abc", rule=(1.05, 1.00, 1.20)):
+    """A one-case record whose runs are ``scale`` times a reference machine's."""
+    rows = [_row("plain", "plain", [2.0 * scale] * 3, drafter=None),
+            _row("speculative", "g=4", [1.0 * scale, 1.1 * scale, 1.0 * scale]),
+            _row(harness.ADAPTIVE, "adaptive", [t * scale for t in rule])]
+    return {"suite": "s", "meta": {"code": code, "date": f"x{scale}"}, "sections": [{"rows": rows}]}
+
+
+def test_records_of_the_same_code_pool_in_units_of_each_records_plain_median(guarantees):
+    """A second record on a machine 2.5x slower reads as a repeat of the first: the pooled
+    medians' gap is the first record's (+5%), the paired gap too, on twice the repeats. Pooled
+    in seconds instead, the slow record's runs would set the medians (+2.8%)."""
+    alone = guarantees.adaptive_entries(_record(1.0))[0]
+    pooled_suite = guarantees.pool([_record(1.0), _record(2.5)])
+    entry = guarantees.adaptive_entries(pooled_suite)[0]
+    assert entry["records"] == 2 and entry["repeats"] == 6
+    assert entry["best_median_gap"] == pytest.approx(0.05)
+    assert entry["best_median_gap"] == pytest.approx(alone["best_median_gap"])
+    assert entry["best_paired_gap"] == pytest.approx(alone["best_paired_gap"])
+    assert entry["best_high"] - entry["best_low"] < alone["best_high"] - alone["best_low"]
+    plain = next(r for r in pooled_suite["sections"][0]["rows"] if r["kind"] == "plain")
+    assert plain["wall_s_all"] == pytest.approx([1.0] * 6)  # each record's plain median is 1
+    seconds = np.array([1.05, 1.0, 1.2, 2.625, 2.5, 3.0])  # the mutant: pooled in seconds
+    assert np.median(seconds) / np.median([1.0, 1.1, 1.0, 2.5, 2.75, 2.5]) - 1 == pytest.approx(
+        0.0278, abs=1e-4)
+    assert guarantees.pool([_record(1.0)]) == _record(1.0)  # one record: as it is
+
+
+def test_records_of_different_code_or_cases_are_not_pooled(guarantees):
+    with pytest.raises(ValueError, match="same code"):
+        guarantees.pool([_record(1.0), _record(1.0, code="def")])
+    old = _record(1.0)
+    del old["meta"]["code"]  # recorded before the digest existed
+    with pytest.raises(ValueError, match="same code"):
+        guarantees.pool([_record(1.0), old])
+    other = _record(1.0)
+    other["sections"][0]["rows"][1]["label"] = "g=8"
+    with pytest.raises(ValueError, match="different cases or contenders"):
+        guarantees.pool([_record(1.0), other])
+
+
+def test_the_code_digest_changes_with_the_code_and_only_with_it(monkeypatch, tmp_path):
+    """The digest reads every file of :func:`report.code_files` (a changed byte changes it) and
+    nothing else (the same files give the same digest)."""
+    from gaussspec.benchmarking import report
+
+    files = [tmp_path / "a.py", tmp_path / "b.py"]
+    for path in files:
+        path.write_text("x = 1\n")
+    monkeypatch.setattr(report, "code_files", lambda: files)
+    first = report.code_digest()
+    assert report.code_digest() == first and len(first) == 16
+    files[1].write_text("x = 2\n")
+    assert report.code_digest() != first
+
+
+def test_the_code_digest_covers_the_engine_the_rule_the_adapters_and_the_harness():
+    from gaussspec.benchmarking import report
+
+    names = {(path.parent.name, path.name) for path in report.code_files()}
+    for wanted in [("gaussspec", "sampler.py"), ("gaussspec", "adaptive.py"),
+                   ("benchmarking", "harness.py"), ("langevin", "kernel.py"),
+                   ("ddpm", "pipeline.py"), ("md", "kernels.py")]:
+        assert wanted in names
+    assert ("benchmarking", "report.py") not in names  # writes reports: not what is timed
