@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
@@ -84,16 +85,31 @@ def code_files() -> list[Path]:
     return files
 
 
+def _code_only(source: str) -> str:
+    """``source``'s syntax tree without its docstrings, comments and layout (``ast.dump``)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]  # the docstring
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
 def code_digest() -> str:
-    """A short SHA-256 digest of :func:`code_files` (their names and bytes).
+    """A short SHA-256 digest of the code in :func:`code_files` (names and syntax trees).
 
     Two records of one suite with the same digest measured the same code the same way, so their
-    repeats can be pooled (``benchmarks/guarantees.py``); any change to the engine, the adaptive
-    rule, an adapter or the harness changes it.
+    repeats can be pooled (``benchmarks/guarantees.py``). Any change to what the engine, the
+    adaptive rule, an adapter or the harness does changes it; docstrings, comments and layout do
+    not count.
     """
     digest = hashlib.sha256()
     for path in code_files():
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        code = _code_only(path.read_text(encoding="utf-8"))
+        digest.update(path.name.encode() + b"\0" + code.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 

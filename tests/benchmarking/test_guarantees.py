@@ -212,18 +212,24 @@ def test_records_of_different_code_or_cases_are_not_pooled(guarantees):
 
 
 def test_the_code_digest_changes_with_the_code_and_only_with_it(monkeypatch, tmp_path):
-    """The digest reads every file of :func:`report.code_files` (a changed byte changes it) and
-    nothing else (the same files give the same digest)."""
+    """The digest reads the code of every file of :func:`report.code_files`: a changed statement
+    changes it; a changed docstring, comment or line layout does not."""
     from gaussspec.benchmarking import report
 
     files = [tmp_path / "a.py", tmp_path / "b.py"]
+    source = '"""Module."""\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n'
     for path in files:
-        path.write_text("x = 1\n")
+        path.write_text(source)
     monkeypatch.setattr(report, "code_files", lambda: files)
     first = report.code_digest()
     assert report.code_digest() == first and len(first) == 16
-    files[1].write_text("x = 2\n")
+    files[1].write_text('"""Other words."""\ndef f(x):\n    """More."""\n\n    return (x\n'
+                        '            + 1)  # two\n')
+    assert report.code_digest() == first
+    files[1].write_text(source.replace("x + 1", "x + 2"))
     assert report.code_digest() != first
+    files[1].write_text(source.replace('    """Doc."""\n', ""))  # a function without docstring
+    assert report.code_digest() == first
 
 
 def test_the_code_digest_covers_the_engine_the_rule_the_adapters_and_the_harness():
