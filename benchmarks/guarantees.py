@@ -39,14 +39,16 @@ different code are refused.
     python benchmarks/guarantees.py [--results benchmarks/results/bench [more records...]]
                                     [--suites ddpm langevin] [--clock wall|cpu]
 
-Writes ``guarantees.json`` and ``guarantees.md`` (``guarantees_cpu.*`` with ``--clock cpu``) into
-the first results folder.
+A folder may hold ``<suite>.json`` or ``<suite>.json.gz`` (the records kept in
+``benchmarks/records/``). Writes ``guarantees.json`` and ``guarantees.md`` (``guarantees_cpu.*``
+with ``--clock cpu``) into the first results folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import json
 import math
 from pathlib import Path
@@ -123,6 +125,15 @@ def false_miss_rates(plain: dict, fixed: list[dict], rule: dict, limit: float = 
     p_best = float(np.mean(medians[:, -1] - medians[:, 1:-1].min(axis=1) > threshold))
     p_plain = float(np.mean(medians[:, -1] - medians[:, 0] > threshold))
     return p_best, p_plain
+
+
+def read_record(path: Path) -> dict:
+    """A suite's JSON as ``gaussspec bench`` wrote it, or gzipped (``.json.gz``, as the records
+    kept under ``benchmarks/records/``)."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as stream:
+            return json.load(stream)
+    return json.loads(path.read_text())
 
 
 def pool(records: list[dict]) -> dict:
@@ -303,14 +314,14 @@ def main() -> None:
     args = parser.parse_args()
     entries, sources = [], []
     for name in args.suites:
-        paths = [folder / f"{name}.json" for folder in args.results
-                 if (folder / f"{name}.json").is_file()]
+        paths = [path for folder in args.results for path in (
+            folder / f"{name}.json", folder / f"{name}.json.gz") if path.is_file()]
         if not paths:
             print(f"no {name}.json in {', '.join(map(str, args.results))}: skipped (run "
                   f"gaussspec bench {name} first)")
             continue
         try:
-            suite = pool([json.loads(path.read_text()) for path in paths])
+            suite = pool([read_record(path) for path in paths])
         except ValueError as error:
             raise SystemExit(str(error)) from None
         entries += adaptive_entries(suite, clock=args.clock)

@@ -241,3 +241,15 @@ def test_the_code_digest_covers_the_engine_the_rule_the_adapters_and_the_harness
                    ("ddpm", "pipeline.py"), ("md", "kernels.py")]:
         assert wanted in names
     assert ("benchmarking", "report.py") not in names  # writes reports: not what is timed
+
+
+def test_a_gzipped_record_reads_as_the_json_one(guarantees, tmp_path):
+    import gzip
+    import json
+
+    record = _record(1.0)
+    (tmp_path / "s.json").write_text(json.dumps(record))
+    with gzip.open(tmp_path / "s.json.gz", "wt", encoding="utf-8") as stream:
+        json.dump(record, stream)
+    assert guarantees.read_record(tmp_path / "s.json.gz") == guarantees.read_record(
+        tmp_path / "s.json") == record
