@@ -105,18 +105,21 @@ def record(kernel, drafter, batch: int, draft_length: int, seeds: int) -> tuple[
                             "draft_per_position": drafting / max(positions, 1)}
 
 
+def step_band(t: np.ndarray, steps: int, bands: int) -> np.ndarray:
+    """The band (0 .. bands - 1) of each diffusion step ``t`` in ``0 .. steps - 1``."""
+    return np.minimum(t * bands // steps, bands - 1)
+
+
 def survival_by_band(rows: np.ndarray, steps: int, bands: int, length: int) -> np.ndarray:
-    """``S_j`` for j = 1..length per band of the diffusion step ``t`` (Kaplan-Meier)."""
-    t, tau, drafted = rows[:, 3], rows[:, 4], rows[:, 5]
-    band = np.minimum(t * bands // steps, bands - 1)
+    """``S_j`` for j = 1..length per band of the diffusion step ``t`` (Kaplan-Meier); a position
+    no chain of the band was at risk at keeps the curve where it was."""
+    band = step_band(rows[:, 3], steps, bands)
     curves = np.ones((bands, length))
     for b in range(bands):
-        product = 1.0
-        for j in range(1, length + 1):
-            at_risk = (band == b) & (drafted >= j) & (tau >= j - 1)
-            if at_risk.any():
-                product *= float((tau[at_risk] >= j).mean())  # q_j (G3)
-            curves[b, j - 1] = product  # S_j = prod q_i
+        mine = band == b
+        hits, at_risk = gs.adaptive.round_counts(rows[mine, 4], rows[mine, 5], length)  # G3
+        q = np.divide(hits, at_risk, out=np.ones(length), where=at_risk > 0)  # q_j (G3)
+        curves[b] = np.cumprod(q)  # S_j = prod q_i
     return curves
 
 
@@ -152,12 +155,10 @@ def best_per_chain(curves: list, costs: np.ndarray, batch: int, engine: float,
     n, best = len(curves), 0.0
     sizes = batch * np.arange(1, len(costs) + 1)  # the states of each measured call size
     for longest in range(1, len(costs)):
-        gains = sorted((curve[j] for curve in curves for j in range(longest)), reverse=True)
-        steps, states = float(n), n
-        for gain in gains:
-            steps, states = steps + gain, states + 1
-            call = np.interp(states, sizes, costs)  # C(s) between the measured sizes
-            best = max(best, steps / (call + engine + per_position * longest))
+        gains = -np.sort(-np.concatenate([curve[:longest] for curve in curves]))
+        steps = n + np.cumsum(gains)  # each added position adds its S_j (G1)
+        call = np.interp(n + np.arange(1, len(gains) + 1), sizes, costs)  # C(s), interpolated
+        best = max(best, float(np.max(steps / (call + engine + per_position * longest))))
     return best
 
 
@@ -178,7 +179,7 @@ def main(argv=None) -> None:
     rows, engine = record(kernel, gs.FreeDrafter(), args.batch, args.draft_length, args.seeds)
     curves = survival_by_band(rows, args.steps, args.bands, args.draft_length)
     costs = call_costs(kernel, args.batch, args.draft_length, args.cost_repeats)
-    band = np.minimum(rows[:, 3] * args.bands // args.steps, args.bands - 1)
+    band = step_band(rows[:, 3], args.steps, args.bands)
     uniform_time = per_chain_time = 0.0
     spreads = []
     for number in np.unique(rows[:, 1]):

@@ -103,10 +103,8 @@ def _sync(x: torch.Tensor) -> None:
 def rotated(items: list, repeat: int) -> list:
     """``items`` starting at ``repeat`` modulo their number: repeat ``repeat``'s running order
     (so no contender always runs first). The order stays cyclic: a contender runs right after
-    the one listed before it in every repeat but those it starts (a suite's adaptive row after
-    its longest fixed length; on kidiq with the Laplace drafter no after-effect showed: the rule
-    took 221 ms after g = 32 and 231 ms after itself, g = 32 210 ms after itself and 224 ms
-    after the rule, medians of 6-15 runs in a random sequence, CPU time)."""
+    the one listed before it in every repeat but those it starts (no after-effect showed on
+    kidiq, "Where this stands against issue 6" in docs/benchmarks.md)."""
     start = repeat % len(items)
     return items[start:] + items[:start]
 
