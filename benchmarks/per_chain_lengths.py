@@ -14,16 +14,20 @@ diffusion). Then, for every recorded round, with the chains where they were and 
 ``S_j(t_i)``:
 
 * one length: the best ``g`` for all chains, goodput ``sum_i (1 + sum_{j<=g} S_j(t_i))`` over
-  ``C(n (g + 1)) + o + d g`` seconds (G1 of ALGORITHMS section 9);
+  ``C(n (g + 1)) + o + d g`` seconds (G1 of ALGORITHMS section 9), or plain steps, ``n`` over
+  ``C(n) + p`` (G2), where they win: the rule takes them (g = 0);
 * one length per chain: for each longest length ``G``, the chains' positions added in order of
   their ``S_j(t_i)`` (a chain's curve falls with ``j``, so the order keeps every chain's drafts a
-  prefix) while the goodput grows, then the best ``G``.
+  prefix) while the goodput grows, then the best ``G``; or plain steps, as above.
 
 ``C(s)`` is the target call measured on ``s`` states at mid-diffusion (medians of
 ``--cost-repeats`` calls); ``o`` and ``d`` the engine's time per round and per drafted position
-from the recording runs' own counters. The reported gain is the mean time per chain-step of the
-first over the second, minus 1: what the best per-chain choice could save, knowing every chain's
-acceptance exactly. No adaptive rule reaches its oracle, so the gain in use is smaller.
+from the recording runs' own counters, ``p`` the engine's time per step of a plain run. The
+reported gain is the mean time per chain-step of the first over the second, minus 1: what the
+best per-chain choice could save, knowing every chain's acceptance exactly. No adaptive rule
+reaches its oracle, so the gain in use is smaller. ``--without-plain`` leaves plain steps out of
+both (the bound this script first reported: a chain drafting nothing is then a plain step that
+only the per-chain choice has).
 
 Run:
 
@@ -81,8 +85,8 @@ class RecordedDraftLength(ForcedDraftLength):
 
 def record(kernel, drafter, batch: int, draft_length: int, seeds: int) -> tuple[np.ndarray, dict]:
     """Rows ``(run, round, chain, t, tau, length)`` over ``seeds`` runs (rounds numbered across
-    runs), and the runs' engine times
-    (seconds per round outside the target and draft calls, per drafted position)."""
+    runs), and the engine's times: per round outside the target and draft calls, per drafted
+    position, and per step of a plain run (outside its target calls)."""
     policy = RecordedDraftLength(max_draft_length=draft_length, forced=draft_length)
     sampler = gs.SpeculativeSampler(kernel, drafter, policy)
     warm = torch.Generator().manual_seed(seeds)  # compiles the engine's code: not timed
@@ -101,8 +105,11 @@ def record(kernel, drafter, batch: int, draft_length: int, seeds: int) -> tuple[
         stats = result.stats
         engine += stats.wall_time - stats.target_time - stats.draft_time
         drafting += stats.draft_time
+    plain = gs.sample_chain(kernel, kernel.initial_state(batch, warm), generator=warm).stats
     return np.array(rows), {"engine_per_round": engine / rounds_total,
-                            "draft_per_position": drafting / max(positions, 1)}
+                            "draft_per_position": drafting / max(positions, 1),
+                            "plain_engine_per_step":  # p (G2): a plain run's time outside calls
+                                (plain.wall_time - plain.target_time) / plain.rounds}
 
 
 def step_band(t: np.ndarray, steps: int, bands: int) -> np.ndarray:
@@ -140,9 +147,16 @@ def call_costs(kernel, batch: int, length: int, repeats: int) -> np.ndarray:
     return costs
 
 
-def best_uniform(curves: list, costs: np.ndarray, engine: float, per_position: float) -> float:
-    """The best goodput (chain-steps per second) of one length for every chain (G1)."""
-    best = 0.0
+def plain_goodput(n: int, costs: np.ndarray, plain_engine: float | None) -> float:
+    """Plain steps' goodput ``n / (C(n) + p)`` (G2); 0 when they are left out (``None``)."""
+    return 0.0 if plain_engine is None else n / (costs[0] + plain_engine)
+
+
+def best_uniform(curves: list, costs: np.ndarray, engine: float, per_position: float,
+                 plain_engine: float | None = None) -> float:
+    """The best goodput (chain-steps per second) of one length for every chain (G1), plain
+    steps (G2) included unless ``plain_engine`` is None."""
+    best = plain_goodput(len(curves), costs, plain_engine)
     for g in range(1, len(costs)):
         steps = sum(1.0 + curve[:g].sum() for curve in curves)  # n (1 + sum S_j) (G1)
         best = max(best, steps / (costs[g] + engine + per_position * g))  # T_spec(g) (G1)
@@ -150,9 +164,11 @@ def best_uniform(curves: list, costs: np.ndarray, engine: float, per_position: f
 
 
 def best_per_chain(curves: list, costs: np.ndarray, batch: int, engine: float,
-                   per_position: float) -> float:
-    """The best goodput with a length per chain: positions added in order of their S_j."""
-    n, best = len(curves), 0.0
+                   per_position: float, plain_engine: float | None = None) -> float:
+    """The best goodput with a length per chain: positions added in order of their S_j; plain
+    steps (G2) included unless ``plain_engine`` is None."""
+    n = len(curves)
+    best = plain_goodput(n, costs, plain_engine)
     sizes = batch * np.arange(1, len(costs) + 1)  # the states of each measured call size
     for longest in range(1, len(costs)):
         gains = -np.sort(-np.concatenate([curve[:longest] for curve in curves]))
@@ -170,6 +186,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--bands", type=int, default=10)
     parser.add_argument("--cost-repeats", type=int, default=7)
+    parser.add_argument("--without-plain", action="store_true",
+                        help="leave plain steps out of both choices (the first bound's reading)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
 
@@ -180,15 +198,18 @@ def main(argv=None) -> None:
     curves = survival_by_band(rows, args.steps, args.bands, args.draft_length)
     costs = call_costs(kernel, args.batch, args.draft_length, args.cost_repeats)
     band = step_band(rows[:, 3], args.steps, args.bands)
+    plain_engine = None if args.without_plain else engine["plain_engine_per_step"]
     uniform_time = per_chain_time = 0.0
+    plain_rounds = 0  # rounds where plain steps beat every single length
     spreads = []
     for number in np.unique(rows[:, 1]):
         mine = rows[:, 1] == number
         these = [curves[b] for b in band[mine]]
         uniform = best_uniform(these, costs, engine["engine_per_round"],
-                               engine["draft_per_position"])
+                               engine["draft_per_position"], plain_engine)
         per_chain = best_per_chain(these, costs, args.batch, engine["engine_per_round"],
-                                   engine["draft_per_position"])
+                                   engine["draft_per_position"], plain_engine)
+        plain_rounds += int(uniform == plain_goodput(len(these), costs, plain_engine))
         uniform_time += mine.sum() / uniform  # seconds per round of these chains' steps
         per_chain_time += mine.sum() / per_chain
         spreads.append(int(np.ptp(rows[mine, 3])))
@@ -199,6 +220,8 @@ def main(argv=None) -> None:
         "survival_8_by_band": np.round(curves[:, min(7, args.draft_length - 1)], 3).tolist(),
         "call_seconds": costs.tolist(), **engine,
         "median_step_spread_in_a_round": statistics.median(spreads),
+        "with_plain_steps": not args.without_plain,
+        "rounds_where_plain_wins": plain_rounds,
         "per_chain_gain": uniform_time / per_chain_time - 1.0,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -208,7 +231,8 @@ def main(argv=None) -> None:
           f" within a round (median); C(s) {costs[0] * 1e3:.1f} -> {costs[-1] * 1e3:.1f} ms for "
           f"{args.batch} -> {args.batch * (args.draft_length + 1)} states; a length per chain "
           f"would save {100 * report['per_chain_gain']:.2f}% of the time per chain-step "
-          f"(oracle acceptance by band of t)")
+          f"(oracle acceptance by band of t; plain steps "
+          f"{'left out' if args.without_plain else f'win {plain_rounds} rounds of one length'})")
     print("S_1 by band:", report["survival_1_by_band"])
     print("S_8 by band:", report["survival_8_by_band"])
 

@@ -29,6 +29,7 @@ def test_the_recorded_rounds_retrace_every_chains_steps(bound):
     tau, drafted = rows[:, 4], rows[:, 5]
     assert (tau <= drafted).all() and drafted.max() == 4 and 0 < tau.mean() < 4
     assert engine["engine_per_round"] > 0 and engine["draft_per_position"] > 0
+    assert engine["plain_engine_per_step"] > 0
 
 
 def test_survival_by_band_is_kaplan_meier_within_each_band(bound):
@@ -51,3 +52,18 @@ def test_a_length_per_chain_gains_only_on_a_throughput_bound_call(bound):
     assert per_chain > 1.2 * uniform  # the bad chain stops drafting, the good one goes on
     alike = bound.best_per_chain([good, good], steep, 2, 1e-4, 1e-5)
     assert alike == pytest.approx(bound.best_uniform([good, good], steep, 1e-4, 1e-5), rel=0.05)
+
+
+def test_plain_steps_are_an_option_on_both_sides(bound):
+    """Where plain steps beat every round, neither choice does better than them: a chain
+    drafting nothing must not count as a gain of the per-chain choice alone."""
+    poor = np.full(8, 0.1) ** np.arange(1, 9)
+    steep = 1e-3 * np.arange(1, 10)  # C(2 (g + 1)) = (g + 1) ms
+    plain = bound.plain_goodput(2, steep, 1e-5)
+    assert plain == pytest.approx(2 / (1e-3 + 1e-5))
+    uniform = bound.best_uniform([poor, poor], steep, 1e-4, 1e-5, plain_engine=1e-5)
+    per_chain = bound.best_per_chain([poor, poor], steep, 2, 1e-4, 1e-5, plain_engine=1e-5)
+    assert uniform == pytest.approx(plain) and per_chain == pytest.approx(plain)
+    without = bound.best_per_chain([poor, poor], steep, 2, 1e-4, 1e-5)  # plain left out
+    assert without > bound.best_uniform([poor, poor], steep, 1e-4, 1e-5)  # one chain at 0
+    assert bound.plain_goodput(2, steep, None) == 0.0
