@@ -5,189 +5,65 @@ A goodput model (ALGORITHMS section 9). For ``n`` chains a speculative round wit
 
     T_spec(g) = C(n (g + 1)) [+ C(n)] + o0 + o1 g + d g             (G1)
 
-seconds: the batched target call of ``n (g + 1)`` states (and the frozen drafter's second call,
-of ``n`` states), ``C(s)`` being a call's measured time by its number of states (G4); the
-engine's own time per round outside the drafting loop ``o0 + o1 g`` (verification and draws
-grow with ``g``; the policy's own time and the sampler's loop included: rounds are timed from one
-update to the next); and ``g`` sequential drafting steps of ``d`` seconds (the draft call and the
-engine's work per position). A burst of plain steps advances ``n`` chain-steps per
+seconds: the batched target call of ``n (g + 1)`` states (and the frozen drafter's call of ``n``
+states), the engine's own time per round outside the drafting loop ``o0 + o1 g`` (timed from one
+update to the next, so the policy's own work counts), and ``g`` drafting steps of ``d`` seconds.
+A burst of plain steps advances ``n`` chain-steps per
 
     T_plain = C(n) + p0                                            (G2)
 
-seconds, ``p0`` being the engine's own time per plain step of a full burst (``p_burst +
-p0 k`` for a burst of ``k`` steps, the fixed part spread over ``MAX_PLAIN_BURST`` steps: the
-short burst that tells latency from per-state cost would otherwise price every plain step at a
-burst's fixed cost). The policy picks the ``g`` in
-``0 .. max_draft_length`` with the largest goodput ``steps / time``; ``g = 0`` runs plain steps in
-a tight loop. All the quantities are measured online:
+seconds, ``p0`` the engine's time per plain step of a full burst (a burst of ``k`` steps costs
+``p_burst + p0 k``; the fixed part is spread over ``MAX_PLAIN_BURST`` steps). The policy picks the
+``g`` in ``0 .. max_draft_length`` with the largest goodput ``steps / time``; ``g = 0`` runs a
+burst of plain steps. Everything is measured online:
 
-* ``S_i = prod_{j<=i} q_j`` with the conditional acceptances ``q_j = P(tau >= j | tau >= j - 1)``
-  estimated Kaplan-Meier style from decaying counts pooled over the chains (G3); positions not
-  drafted lately fall back through a pseudo-count on the previous position's ``q`` or, when
-  higher, on the positions before them pooled (optimism where the counts are censored: a
-  rejection at a rarely drafted position would otherwise price every longer draft low, and the
-  rule would never draft there again to learn otherwise; one chain of kidiq sat at g = 10-14 for
-  a whole run where 32 is best). ``q_1`` falls back on a prior 1/2 whose one pseudo-count decays
-  with the counts (a prior that stayed would cap one chain's ``q_1`` at 0.95). The counts decay
-  by ``decay`` per speculative round, or per ``_DECAY_STEPS`` = 5 chain-steps when a round
-  advances the chains further, but never to a memory of fewer than ``1 / (1 - decay)``
-  chain-rounds (``max(decay^max(a / 5, 1), 1 - n (1 - decay))`` for ``n`` chains advancing ``a``
-  steps); during plain steps they decay as much per the chain-steps a round advances on average.
-  Acceptance depends on where the chains are: a chain that ran plain steps for a while has moved
-  away from the rounds that sent it there, and 16 DDPM chains drafting 16 cover a 250-step
-  diffusion in about 16 rounds, so ten rounds of memory spanned most of it and the rule kept
-  drafting 16 while a late stretch's acceptance fell (+16.8% against g = 4 in the suite's order;
-  +1.4..6.5% with this and the optimistic pricing of G4 below; 5 repeats, default allocator;
-  -0.3% in the recorded suite). One chain's rounds keep the per-round memory: its round is one
-  skewed observation, not ``n``;
-* two memories (G3b): the same counts with a long memory (``_LONG_DECAY`` per round, or per five
-  chain-steps as the recent ones; not faded by plain steps) give a steadier ``q_j^long``, and the
-  rule uses ``q_j = w q_j + (1 - w) q_j^long`` with ``w = D^2 / (D^2 + V) * A / (A + k)``: ``D``
-  the two estimates' difference, ``V = q_j^long (1 - q_j^long) / A`` the recent estimate's sampling
-  variance, ``A`` the recent at-risk count and ``k`` one round's worth. A difference the recent
-  counts' noise explains leaves the long memory's estimate; a real change (a diffusion's late
-  steps, a region where the drafts fail) the recent one. One chain's ten recent rounds estimate
-  thirty-odd acceptances too roughly: on their own they moved the chosen g by +-5 around its
-  optimum, and the concave steps-per-round curve made that wander cost goodput. Simulated one-chain
-  runs with the costs known (``benchmarks/adaptive_simulation.py --switch-cost-us 0``, 40 seeds, at
-  d3fb410, before G4 below), against the best fixed length, recent counts alone -> two memories:
-  flat acceptance 0.89 -3.0% -> -1.0% (g's sd within a run 5.2 -> 2.6), 0.75 -2.0% -> -0.6%, 0.96
-  -0.6% -> -1.0% (s.e. 0.6%); acceptance switching between 0.95 and 0.75 every 500 steps +2.4% ->
-  +0.1%. As a stretch of plain steps fades the recent counts (``A`` falls), the run's long-run
-  acceptance takes over and brings speculation back without waiting for the exploration budget;
-* ``C(s)`` from every target call (G4): a decaying mean per call size, interpolated linearly
-  between the sizes measured at least twice and extended beyond them with the slope ``b`` of a
-  decaying least-squares fit ``a + b s`` over all calls. A call's time is often far from linear
-  in its size (caches, kernel choice: a posterior with 5000 data rows takes 0.32, 0.45, 0.57 and
-  1.38 ms for 1, 5, 9 and 17 states), and a straight line fitted through small and large calls
-  then prices the sizes between them wrongly. A size measured once counts at most as the
-  cheapest the settled sizes around it allow: per state as cheap as the next larger one, but
-  no cheaper than the next smaller one (its one call may have paid a one-time setup:
-  16 DDPM chains' first round of 80 states took 29-34 ms after another sampler's run, 21-23 ms
-  warm, and the rule priced g = 4 on that one call for the rest of the run; an optimistic price
-  sends the policy back to measure it again, at most once per size; plain steps so priced are
-  measured by two before a long burst). A size not observed over the last ``_STALE_CALLS`` =
-  100 observations (of any size) is priced as never measured, and its next call starts its mean
-  afresh: a length visited only by a few switching rounds paid their cold calls (on eight_schools
-  a median 6% dearer than the same size's in steady rounds) and any preemption, and the rule never
-  drafted there again to learn otherwise. One eight_schools run (free drafter) priced 12 states
-  at 511 us from three calls against 333 us for 11 states from 612, every size above 11 near
-  500 us, and drafted 8-10 for the rest of the run where 16 is best; with stale sizes forgotten
-  the same four seeds drafted 14.3-17.9 on average where they drafted 8.7-16.1, in 472-529
-  actions where 516-661 (mean rounds on paired seeds: eight_schools 526 against 558, 20 seeds,
-  g = 16 501; diamonds 734 against 755, 16 seeds, g = 8 701; garch's free and kidiq's Laplace
-  drafter unchanged);
-* ``d`` from the timed drafting loop of each round (so it needs no spread of draft lengths), as
-  a decaying mean per step. The loop alone: the phase's set-up (the path grid, the draft noise,
-  the noise terms ``L xi`` in one call) counts in the rest of the round, ``o0 + o1 g``. Timed
-  with the loop, its fixed part made ``d`` a mean that grows as ``g`` shrinks, and the model
-  priced long drafts dear: on kidiq's free drafter (one chain, the suite's 11 seeds) ``d`` read
-  11.7-13.1 us where a loop step takes 9.5, the rule drafted 24-26 in three runs and was +3.1%
-  in CPU time against g = 32 (best); with the loop timed alone it drafted about 31 in nine runs
-  and was +0.1%. ``p_burst, p0`` and ``o0, o1`` by decaying least squares on the rest of each
-  burst and each round (``p0 = 0`` until bursts of different lengths have run, ``o1 = 0`` until
-  rounds have). ``o1`` carries a ridge of ``_ENGINE_RIDGE`` = 10 (G4b): the slope is ``S_gy /
-  (S_gg + 10)`` on the centred, decayed sums, so a slope that the rounds no longer renew fades
-  to 0 and ``o0`` takes the level at the draft length run. One chain's rule keeps one ``g`` for
-  hundreds of rounds (G8, G9); without the ridge ``o1`` stayed at what the start-up's few rounds
-  at other lengths had said (their fresh draws and cold buffers included), and one
-  eight_schools run (free drafter, seed 57) priced a drafted position at 27 us (``d`` 16.6,
-  ``o1`` 10.7) where one costs 13, and drafted 12 for all its 540 rounds where 16 is best.
-  Measured with ``benchmarks/adaptive_gap.py``-style paired runs (60 seeds from 50, CPU time,
-  against the best fixed length), the loop-timed ``d`` and the ridge together moved kidiq free
-  +5.6% -> +3.5%, eight_schools free +5.8% -> +3.9% (90 seeds before), arK Laplace +3.6% ->
-  +1.3%, garch Laplace +4.1% -> -2.0%, diamonds free +2.5% -> +3.2% and gp_pois_regr free
-  +2.7% -> +0.8%. A round whose draft length differs from the previous round's prices neither:
-  it pays for fresh noise draws and cold buffers (130-250 us a switch on a one-chain Langevin
-  run), and the draft lengths visited mostly by switching would look dear. In simulated
-  one-chain runs with a 100 us switch (``benchmarks/adaptive_simulation.py``, 40 seeds), leaving
-  them out moved the goodput against the best fixed length from -2.9, -1.5, -2.2 and -1.6% to
-  -2.1, -1.2, -2.0 and -0.5% (flat acceptance 0.89, 0.75, 0.96; switching between 0.95 and
-  0.75). Where a switch costs nothing (``--switch-cost-us 0``) it loses what those rounds would
-  have told: -1.0, -0.7, -1.0 and +0.1% -> -1.8, -1.0, -1.7 and -0.1%. Until two rounds are
-  priced, switched rounds count too: the start-up (G6) drafts the best ``g`` priced so far, which
-  moves while the engine time is unknown, and leaving its switches out kept the start-up going
-  (eight chains of the adaptive suite's cheap target drafted 4, 6, 11, 16, 15, 11, 6, 6, each
-  round about 0.5 ms dearer than the plain steps that win there, before the costs decided; with
-  them priced it takes two rounds: +4.6% -> +1.1% and +1.8% against plain in two runs of 10
-  paired repeats; the other cases and two one-chain Langevin rows unchanged within their noise).
+* G3, acceptance: ``S_i = prod_{j<=i} q_j``, the conditional acceptances ``q_j`` estimated Kaplan-
+  Meier style from counts pooled over the chains that decay by ``decay`` per round (or per
+  ``_DECAY_STEPS`` chain-steps when a round advances further, never to a memory under ``1 / (1 -
+  decay)`` chain-rounds; plain steps fade them too). A position not drafted lately falls back
+  through ``n`` pseudo-counts on the previous position's ``q`` or, when higher, the earlier
+  positions' pooled; ``q_1`` on a prior 1/2 whose pseudo-count decays with the counts.
+* G3b, two memories: the same counts with a long memory (``_LONG_DECAY``) give ``q_j^long``, and
+  the rule uses ``w q_j + (1 - w) q_j^long`` with ``w = D^2 / (D^2 + V) * A / (A + k)``: ``D`` the
+  two estimates' difference, ``V`` the recent one's sampling variance, ``A`` its at-risk count,
+  ``k`` one round's worth. Noise keeps the long memory's estimate; a real change the recent one.
+* G4, call costs: ``C(s)`` a decaying mean per call size (the first two observations settle on
+  the smaller), interpolated between settled sizes and extended beyond them with the slope of a
+  decaying fit ``a + b s`` over all calls. A size measured once is priced at most at its one
+  measurement, which may have paid a one-time cost, and between settled sizes as cheap per state
+  as the next larger one but no cheaper than the next smaller one's call (so the rule measures it
+  again, once); a size not observed over the last ``_STALE_CALLS`` observations is priced as
+  never measured.
+* G4b, engine time: ``d`` a decaying mean of the drafting loop's time per step; ``o0 + o1 g`` a
+  decaying least-squares fit on the rest of each round with a ridge of ``_ENGINE_RIDGE`` on
+  ``o1`` (a slope that rounds no longer renew fades to 0); ``p_burst + p0 k`` likewise on plain
+  bursts. A round whose draft length differs from the previous one's (a switch: fresh draws,
+  buffers of another shape) prices its calls but not its drafting or engine time, except while
+  fewer than two rounds are priced. A round or burst during which numba compiled is not timed;
+  the first two observations of ``d`` count as their smallest, later ones at most ``_CLIP``
+  times the prediction.
+* G5, exploration: while plain steps win, a round at the best ``g >= 1`` is tried again once the
+  plain time pays for its expected loss at ``explore_share``.
+* G6, start-up: plain steps may win only after ``min_evidence`` chain-rounds, unless they beat
+  rounds priced at the hopeful acceptance (each position's Wilson upper bound, ``_HOPEFUL_Z``
+  standard errors up, from the long memory's counts), and only once two rounds are timed; until
+  then each round drafts at least ``initial_draft_length``. While every call so far had one
+  size, a start-up round that would call that size again gives way to ``_PLAIN_PROBE`` plain
+  steps, which tell latency from per-state cost.
+* G6b, the probe's price: a plain step priced only by hope (``C(n)`` measured once) is measured
+  by two steps, unless speculation beats plain steps priced without that hope and the two steps
+  would cost more than ``explore_share`` of the run left.
+* G7: speculation must beat plain steps by ``plain_margin`` in the model.
+* G8: while speculation wins, the last ``g`` is kept unless the best beats it by ``switch_margin
+  / sqrt(n)`` (one chain's counts are noisy; ``n`` chains' pooled counts are not).
+* G9: where rounds are short, a decision that repeats the last ``g`` past the start-up (never an
+  exploration round) is kept for the rounds that fit in ``_DECISION_WINDOW`` (at most
+  ``_MAX_HELD_ROUNDS``); their reports are folded in order before the next decision, which sees
+  the estimates exactly as without the hold. A change in the number of chains, or fewer steps
+  left than ``g`` needs, decides at once.
 
-Engine times are measured robustly: a round (or burst) during which numba compiled code is not
-timed, its target calls included (a compilation holds the interpreter, so calls around it wait
-too). Its time runs from the previous update, so a compilation in the decision before it counts:
-in a fresh process the policy's first decision compiles its own code, and those 0.57 s booked as
-one round's engine time had priced every round out of a one-chain run. The first two
-observations of ``d`` count as their smallest (an observation of a fitted engine time below a
-third of the first one's replaces it) and later ones at most three times the prediction.
-
-While plain steps win, a speculative round at the best ``g >= 1`` is tried again once the time
-spent in plain steps pays for its expected loss at ``explore_share`` (G5), so that exploration
-costs at most that share of the run. Plain steps may win only after ``min_evidence``
-chain-rounds of speculation, unless they beat rounds priced at a hopeful acceptance (and only
-once two rounds are timed); until then each round drafts at least ``initial_draft_length``
-(G6). A one-chain run's first round is a single observation, and a few unlucky rounds (or one
-slow first round) would otherwise price plain steps faster and leave speculation to the
-exploration budget for the rest of the run: the free drafter on a one-chain Langevin run accepts
-nothing in about a quarter of its rounds, and four rounds (1, 0, 3 and 0 accepted) sent one
-eight_schools run to plain steps for 1126 of its 4000 steps. The hopeful acceptance of position
-``j`` is the Wilson upper bound ``q_j+``, ``_HOPEFUL_Z`` = 2.5 standard errors above its
-long-memory counts (a position never at risk takes the one before's, as G3 falls back), and the
-rounds are priced by G1 with ``S_j+ = prod_{i<=j} q_i+``; before any round ``q+ = 1``, every draft
-accepted. Rounds that accept nothing at all still cost the start-up: one chain of gp_pois_regr
-with the Laplace drafter (1000 steps, 1% of drafts accepted, a round of g = 4 costing 1.6 plain
-steps) drafted all sixteen rounds while it waited for rounds with every draft accepted to lose,
-about 1% of its run, and gives way after nine at ``q_1+ = 6.25 / (M + 6.25)`` (``M`` rounds, none
-accepted: 0.42 after nine). The start-up's rule is looked at every round, hence 2.5 standard
-errors rather than two; the (1, 0, 3, 0) rounds above bound ``q_1+`` at 0.89 (``q_2+`` 0.94,
-``q_3+`` 1) and keep drafting. While every call so far had one size, latency cannot be told
-from per-state cost and plain steps are not priced; a start-up round that calls another size
-tells them apart, and only a round that would call a size already measured gives way to
-``_PLAIN_PROBE`` = 2 plain steps, which settle ``C(n)`` at once. Eight chains of the adaptive
-suite's good draft (c = 30, 600 steps, about 46 rounds)
-otherwise spent three plain steps on it (one, then two more as the one priced ``C(n)``
-optimistically): about 2 rounds' time, +3.7% against the best fixed length, -1.9% without them
-(5 interleaved repeats; +5.7% -> +0.6% in the recorded suite). A run's first plain step (the
-free drafter's, a call of ``n`` states) is measured once and priced hopefully (G4), which makes
-plain steps look several times cheaper than they are (one DDPM chain: ``C(1)`` priced at 0.9 ms,
-per state as cheap as the settled 17-state calls, where it takes 6.5 ms), so the rule used to
-spend two plain steps on it whatever the rounds showed. The probe waits (G6b) while speculation
-beats plain steps priced without that hope (the calls' slope below the smallest settled size, at
-most the one call measured) and the two steps would cost more than ``explore_share`` of the run
-left at the best goodput: one DDPM chain of 250 steps (rounds of 16 ms, plain steps of 6.5 ms)
-spent 3% of its run on them, +7.8% against g = 16 before, -0.0% after (20 paired repeats; mean
-g 10.5 -> 11.6); a one-chain Langevin run's probe costs under 0.1% of it and still runs, and so
-it anchors the call table at ``C(1)``. Speculation must beat plain steps by ``plain_margin`` in
-the model (G7): measured costs are a few percent off, and near a tie that error would otherwise
-pick the loser.
-
-While speculation wins, the rule keeps the last ``g`` unless the best one beats it by
-``switch_margin / sqrt(n)`` in the model (G8): goodput is flat near its top, and one chain's
-recent counts (about ten rounds) move the modelled top around it; the pooled counts of ``n``
-chains are ``sqrt(n)`` times less noisy, and there the margin would only delay real changes (16
-DDPM chains with the full margin drafted 10.9 on average where 8 is best, +15% against it).
-
-Where rounds are short, a decision is kept for the next rounds (G9): once speculation has won
-again after a speculative round at the same ``g`` (past the start-up of G6; never an exploration
-round of G5; a changed ``g`` is decided again after one round, so that a climb is not slowed),
-it is kept for as many rounds as the model expects to fit in ``_DECISION_WINDOW`` = 20 ms
-(at most ``_MAX_HELD_ROUNDS`` = 16); those rounds' reports are kept (a tuple each) and folded in
-order before the next decision, so it sees the estimates exactly as without the hold. The
-policy's work cost a one-chain Langevin round of 1.1-1.5 ms 30-50 us, +2.0..+5.5% against the
-same sampler at a fixed length (``benchmarks/adaptive_gap.py``, the rule forced to that length:
-1061 -> 1108 us a round on eight_schools, 1112 -> 1151 on arK), more than its choice of ``g``
-cost (-0.4..+3.1%); decisions kept over 5 ms (at most 8 rounds), each round's report folded as it
-came, cut it to 9-18 us (1139 -> 1157, 1127 -> 1136 us). That was still about 2% of a
-low_dim_gauss_mix round (1.8 ms; the rule forced to g = 20 against fixed g = 20: +2.4% in two
-runs of 60 paired seeds, +0.7 and +5.5% in two others): the round's target call runs cold after
-the policy's code, and a fold run cold after every target call cost a round about 10 us where a
-hot one takes 2. Kept over 20 ms with their reports folded together, the same row's gap to
-fixed g = 16 went from +2.1 and +0.9% to +1.6 and +0.3% (120 paired seeds each, CPU time, s.e.
-0.4-0.5%, the two codes alternating; the old code gave +3.6 and +2.6% in the hour before, the
-machine's drift). Kept on every winning decision, the 20 ms window slowed eight chains' climb
-to g = 16 on the adaptive suite's good draft (c = 30, rounds of 6-12 ms): +5.7% against g = 16
-(mean g 14.1) where the 5 ms window gave +1.3% (15.3); kept only when the decision repeats the
-last ``g``, +2.3% (15.2; 12 seeds each, wall-clock). Rounds of 10 ms or more (16 DDPM chains, slow targets) decide every round; the chains' count
-changing, or fewer steps left than ``g`` needs, decide at once.
+Why each rule is there, with the runs that shaped it (what went wrong without it, what it
+measured to): ``docs/adaptive.md``.
 
 Every round stays exact for any ``g`` chosen from the past, and plain steps are exact, so the
 whole run keeps the target chain's law.
