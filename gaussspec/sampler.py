@@ -1111,10 +1111,10 @@ class _Run:
             host_grid(fresh, len(lengths)), lengths, std, uniforms, residual_uniforms,
             self.verification == "token", self.coupling == "reflection", out,
             None if gather is None else gather[1])
-        if found.status == 1:  # a drafted slot's log ratio is not finite: find the culprit
-            self._check_grid(means, draft_means, steps, lengths, chains_np, -1)
         if found.status != 0:
-            return None  # a zero std (mutually singular) or an overflow: the general path decides
+            # a drafted slot's mean is not finite (the general path finds which and decides), a
+            # zero std (mutually singular) or an overflow
+            return None
         if whitening is not None:  # x = L z, from the whitened coordinates
             new_x = whitening.apply(new_x.reshape(len(lengths), *self.noise_shape),
                                     self.event_shape)
@@ -1133,21 +1133,25 @@ class _Run:
             draft_means = draft_means.grid()
         width = 0 if draft_means is None else draft_means.shape[1]
         deltas = log_ratio = np.zeros((n, 1))
+        undefined = None  # drafted states where m_q is not finite, with their m_q (see below)
         if width > 0:
-            whitened, delta = whitened_gaps(
-                target.covariance(steps[:, :width].reshape(-1)),
-                means[:, :width].reshape(n * width, *shape),
-                draft_means.reshape(n * width, *shape), self.range_rtol,
-            )
-            ratio = log_ratios(noises.reshape(n * width, *noises.shape[2:]), whitened, delta)
-            # slot (b, i): are m_q and m_p finite there? Read with the ratios (one host transfer)
-            finite = (torch.isfinite(means[:, :width].reshape(n, width, -1)).all(2)
-                      & torch.isfinite(draft_means.reshape(n, width, -1)).all(2))
-            log_ratio, deltas, finite = torch.stack(
-                [ratio, delta, finite.reshape(-1).to(ratio.dtype)]).reshape(3, n, width).cpu().numpy()
-            if not finite[self.positions[:width] < lengths[:, None]].all():  # a drafted slot
-                self._check_grid(means, draft_means, steps, lengths, chains_np, -1)  # raises
+            log_ratio, deltas, finite = self._slot_ratios(means, draft_means, noises, steps)
+            drafted = self.positions[:width] < lengths[:, None]
+            if not finite[drafted].all():  # a drafted slot
+                undefined = self._undefined_target_means(means, draft_means, steps, lengths,
+                                                         chains_np, drafted)  # or raises
+                log_ratio, deltas, _ = self._slot_ratios(means, draft_means, noises, steps)
         tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
+        if undefined is not None:  # a chain that would step from such a state: as a plain chain
+            rows, positions, values = undefined
+            stepped_from = positions <= tau[rows]
+            if stepped_from.any():
+                at = self._device_index(np.nonzero(stepped_from)[0])
+                rows_t, positions_t = (self._device_index(rows[stepped_from]),
+                                       self._device_index(positions[stepped_from]))
+                _check_finite(values[at], f"{type(target).__name__} mean",
+                              steps[rows_t, positions_t],
+                              self._device_index(chains_np[rows[stepped_from]]))  # raises
         tau_t = self._device_index(tau)
         t_next = steps[self.chain_ids[:n], tau_t]
         covariance = target.covariance(t_next)
@@ -1175,6 +1179,47 @@ class _Run:
         else:
             new_x = covariance.step(base, fresh, shape)  # bonus or target draw: m_q + L zeta
         return tau, log_w, new_x, bool(torch.isfinite(new_x.sum()))
+
+    def _slot_ratios(self, means, draft_means, noises, steps):
+        """Each drafted slot's log ratio and whitened gap (ALGORITHMS 2), and whether both means
+        there are finite: ``(n, width)`` host arrays, read in one transfer."""
+        target, shape, n, width = self.target, self.event_shape, *draft_means.shape[:2]
+        whitened, delta = whitened_gaps(
+            target.covariance(steps[:, :width].reshape(-1)),
+            means[:, :width].reshape(n * width, *shape),
+            draft_means.reshape(n * width, *shape), self.range_rtol,
+        )
+        ratio = log_ratios(noises.reshape(n * width, *noises.shape[2:]), whitened, delta)
+        finite = (torch.isfinite(means[:, :width].reshape(n, width, -1)).all(2)
+                  & torch.isfinite(draft_means.reshape(n, width, -1)).all(2))
+        return torch.stack([ratio, delta, finite.reshape(-1).to(ratio.dtype)]).reshape(
+            3, n, width).cpu().numpy()
+
+    def _undefined_target_means(self, means, draft_means, steps, lengths, chains_np, drafted):
+        """Drafted states where the target's mean is not finite: set ``m_q = m_p`` there.
+
+        A draft that runs far from the target's mass can reach states where the target's mean
+        is undefined (a log density that overflows); the target chain reaches them too, with a
+        probability that is usually negligible, and fails there. Within the round such a state's
+        ``m_q`` is replaced by the draft's ``m_p`` (a proper kernel, the same Gaussian): the
+        round is then exact for a target that steps from those states as the draft does, which
+        is the true target until the chain first reaches one of them. The caller raises
+        :class:`NonFiniteMeanError` if the accepted path reaches one (the chain would step from
+        it, where a plain chain fails), so the run follows the true target chain, failure
+        included. A non-finite draft mean, or a non-finite target mean at a chain's start, raises
+        here.
+
+        Returns ``(rows, positions, values)``: the replaced slots and their original means.
+        """
+        draft_finite = torch.isfinite(draft_means.flatten(2)).all(2).cpu().numpy()
+        target_finite = torch.isfinite(means[:, :drafted.shape[1]].flatten(2)).all(2).cpu().numpy()
+        if not (draft_finite[drafted].all() and target_finite[:, 0].all()):
+            self._check_grid(means, draft_means, steps, lengths, chains_np, -1)  # raises
+        rows, positions = np.nonzero(drafted & ~target_finite)
+        rows_t, positions_t = self._device_index(rows), self._device_index(positions)
+        values = means[rows_t, positions_t].clone()
+        means[rows_t, positions_t] = draft_means[rows_t, positions_t].to(means.dtype)  # m_q := m_p
+        return rows, positions, values
 
     def _constant_std_grid(self, std: float, n: int, columns: int) -> np.ndarray:
         """An ``(n, columns)`` grid of one std, kept across rounds (the compiled calls only read

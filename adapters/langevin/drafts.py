@@ -23,7 +23,7 @@ import attrs
 import torch
 
 import gaussspec as gs
-from gaussspec.adapters.langevin.kernel import ULAKernel
+from gaussspec.adapters.langevin.kernel import ULAKernel, autograd_gradient
 
 __all__ = [
     "DraftULAKernel",
@@ -47,18 +47,7 @@ def _check_target(target) -> ULAKernel:
 
 def _gradient_or_nan(log_density, x: torch.Tensor) -> torch.Tensor:
     """Row-wise autograd gradient; rows with a non-finite value or gradient come back as NaN."""
-    with torch.enable_grad():
-        leaf = x.detach().requires_grad_(True)
-        value = log_density(leaf)
-        if not isinstance(value, torch.Tensor) or value.shape != (x.shape[0],):
-            raise ValueError(
-                f"draft log density must map {tuple(x.shape)} to ({x.shape[0]},), got "
-                f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}"
-            )
-        finite = torch.isfinite(value)
-        (grad,) = torch.autograd.grad(torch.where(finite, value, torch.zeros_like(value)).sum(), leaf)
-    bad = ~(finite & torch.isfinite(grad).all(dim=1))
-    return torch.where(bad[:, None], torch.full_like(grad, float("nan")), grad).detach()
+    return autograd_gradient(log_density, x, strict=False)
 
 
 class DraftULAKernel(gs.GaussianKernel):
@@ -97,7 +86,7 @@ class DraftULAKernel(gs.GaussianKernel):
         if bad.any():
             self.fallbacks += int(bad.sum())
             grad = grad.clone()
-            grad[bad] = self.target.gradient(x[bad], None if t is None else t[bad])
+            grad[bad] = self.target.gradient(x[bad], None if t is None else t[bad], strict=False)
         return grad
 
     def evaluate(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ def autograd_gradient(
     log_density: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     t: torch.Tensor | None = None,
+    strict: bool = True,
 ) -> torch.Tensor:
     """``grad log pi`` at each row of ``x`` by one batched reverse-mode pass.
 
@@ -51,14 +52,19 @@ def autograd_gradient(
         log_density: Maps ``(B, d)`` to ``(B,)``.
         x: ``(B, d)`` states (chains, or all states of a verification block).
         t: Optional ``(B,)`` step indices, used only to name the steps in error messages.
+        strict: Raise on a non-finite log density or gradient. With ``strict=False`` those rows
+            come back NaN and the others as usual: a verification block holds drafted states
+            that no chain may ever reach (a draft that ran off far from the target's mass), and
+            the sampler rejects the drafts that depend on such a row, raising
+            ``NonFiniteMeanError`` only if a chain would step from it.
 
     Returns:
         ``(B, d)`` gradients, detached.
 
     Raises:
-        ValueError: if the log density has the wrong shape or holds NaN (any step) or +inf, or
-            the gradient is not finite. A log density of -inf (a state outside the support) is
-            reported too: ULA has no gradient there.
+        ValueError: if the log density has the wrong shape; with ``strict``, also if it holds
+            NaN (any step) or +inf, or the gradient is not finite. A log density of -inf (a state
+            outside the support) is reported too: ULA has no gradient there.
     """
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
@@ -70,26 +76,35 @@ def autograd_gradient(
                 f"({x.shape[0]},), got {shape}"
             )
         finite = torch.isfinite(value)
-        if not finite.all():
+        if finite.all():
+            (grad,) = torch.autograd.grad(value.sum(), leaf)
+        elif strict:
             kind = "NaN" if torch.isnan(value).any() else "inf"
             raise ValueError(
                 f"log_density returned {kind} at {_describe_steps(t, ~finite)}; ULA needs a finite "
                 "log density (and gradient) at every state it visits"
             )
-        (grad,) = torch.autograd.grad(value.sum(), leaf)
+        else:  # the finite rows' gradients (rows are independent)
+            (grad,) = torch.autograd.grad(torch.where(finite, value, 0.0).sum(), leaf)
     bad = ~torch.isfinite(grad).all(dim=1)
+    if not strict:
+        bad |= ~finite
+        return (grad.masked_fill(bad[:, None], float("nan")) if bad.any() else grad).detach()
     if bad.any():
         raise ValueError(f"the gradient of log_density is NaN or inf at {_describe_steps(t, bad)}")
     return grad.detach()
 
 
-def _check_gradient(grad, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+def _check_gradient(grad, x: torch.Tensor, t: torch.Tensor | None, strict: bool) -> torch.Tensor:
+    """The user's gradient: its shape, and with ``strict`` its finiteness (as
+    :func:`autograd_gradient`)."""
     if not isinstance(grad, torch.Tensor) or grad.shape != x.shape:
         shape = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
         raise ValueError(f"gradient must map a {tuple(x.shape)} tensor to the same shape, got {shape}")
-    bad = ~torch.isfinite(grad).all(dim=1)
-    if bad.any():
-        raise ValueError(f"gradient returned NaN or inf at {_describe_steps(t, bad)}")
+    if strict:
+        bad = ~torch.isfinite(grad).all(dim=1)
+        if bad.any():
+            raise ValueError(f"gradient returned NaN or inf at {_describe_steps(t, bad)}")
     return grad
 
 
@@ -257,16 +272,28 @@ class ULAKernel(gs.GaussianKernel):
         """``2 h M`` as a noise factor (the same object at every step, shared with the drafts)."""
         return self._covariance
 
-    def gradient(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """``grad log pi(x)`` for ``(B, d)`` states (autograd or the user's gradient)."""
+    def gradient(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                 strict: bool = True) -> torch.Tensor:
+        """``grad log pi(x)`` for ``(B, d)`` states (autograd or the user's gradient).
+
+        Raises ``ValueError`` where the log density or the gradient is not finite, naming the
+        steps; with ``strict=False`` those rows come back NaN instead (:func:`autograd_gradient`).
+        """
         self._see(x)
         if self.gradient_fn is not None:
-            return _check_gradient(self.gradient_fn(x), x, t)
-        return autograd_gradient(self.log_density, x, t)
+            return _check_gradient(self.gradient_fn(x), x, t, strict)
+        return autograd_gradient(self.log_density, x, t, strict)
 
     def evaluate(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The expensive part of the mean: the gradient of the log density at ``x``."""
-        return self.gradient(x, t)
+        """The expensive part of the mean: the gradient of the log density at ``x``.
+
+        Rows where the log density or its gradient is not finite come back NaN rather than
+        raising: a verification block holds drafted states that no chain may reach, and the
+        sampler rejects the drafts that depend on them; a chain that would step from such a
+        state (a plain step, or an accepted draft) raises ``gaussspec.NonFiniteMeanError``
+        naming the step and the chain.
+        """
+        return self.gradient(x, t, strict=False)
 
     def apply_preconditioner(self, g: torch.Tensor) -> torch.Tensor:
         """``M g`` for ``(B, d)`` vectors."""

@@ -175,11 +175,11 @@ def test_log_density_nan_inf_and_shape_errors_name_the_step():
     x = _x()
     x[2, 0] = 1.0
     with pytest.raises(ValueError, match=r"NaN at steps t=\[7"):
-        kernel.evaluate(x, _t(5, step=7))
+        kernel.gradient(x, _t(5, step=7))
 
     inf_kernel = langevin.ULAKernel(lambda x: gaussian_log_density(x) + float("inf"), 0.1, 10, dimension=D)
     with pytest.raises(ValueError, match="inf at steps"):
-        inf_kernel.evaluate(_x(), _t(5, step=3))
+        inf_kernel.gradient(_x(), _t(5, step=3))
 
     for wrong in (lambda x: gaussian_log_density(x)[:, None], lambda x: gaussian_log_density(x).sum()):
         with pytest.raises(ValueError, match=r"shape \(B,\)"):
@@ -190,10 +190,63 @@ def test_log_density_nan_inf_and_shape_errors_name_the_step():
         bad_grad.evaluate(_x(), _t(5))
 
 
+def test_the_sampler_call_marks_non_finite_rows_nan_and_keeps_the_others():
+    """``evaluate`` (what the sampler calls, on verification blocks that hold drafted states)
+    returns NaN where the log density or its gradient is not finite, the exact gradient elsewhere;
+    a user's gradient likewise."""
+    def fenced(x):
+        out = gaussian_log_density(x)
+        return torch.where(x[:, 0] > 0.5, torch.full_like(out, float("inf")), out)
+
+    x = _x(8)
+    outside = x[:, 0] > 0.5
+    assert 0 < int(outside.sum()) < 8
+    for kernel in (langevin.ULAKernel(fenced, 0.1, 10, dimension=D),
+                   langevin.ULAKernel(None, 0.1, 10, dimension=D, gradient=lambda y: torch.where(
+                       y[:, :1] > 0.5, float("nan"), gaussian_gradient(y)))):
+        grad = kernel.evaluate(x, _t(8))
+        assert torch.isnan(grad[outside]).all()
+        torch.testing.assert_close(grad[~outside], gaussian_gradient(x[~outside]))
+        with pytest.raises(ValueError, match="at steps t="):
+            kernel.gradient(x, _t(8))
+
+
 def test_nan_during_sampling_is_an_error_not_a_silent_drop():
     kernel = langevin.ULAKernel(lambda x: gaussian_log_density(x) * float("nan"), 0.1, 10, dimension=D)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(gs.NonFiniteMeanError, match="ULAKernel mean is NaN or inf at step t=0"):
         gs.sample_chain(kernel, _x(), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("verification", ["block", "token"])
+def test_a_draft_running_into_an_undefined_target_is_rejected_and_a_chain_reaching_it_fails(
+        verification):
+    """The target's log density is +inf beyond x_0 = level; a draft pushed along x_0 runs past
+    the fence within a few positions. Far beyond the target's mass (level 7, 12 sd), the plain
+    chain never gets there and the speculative one completes (it raised before: every drafted
+    state's mean was checked); inside it (level 1.6), both fail at the chain that gets there."""
+    def fenced(level):
+        def log_density(x):
+            out = gaussian_log_density(x)
+            return torch.where(x[:, 0] > level, torch.full_like(out, float("inf")), out)
+        return log_density
+
+    x0 = MU.repeat(4, 1)
+    push = torch.tensor([60.0, 0.0, 0.0], dtype=torch.float64)  # 6 a step along x_0 (h = 0.1)
+    for level, fails in ((7.0, False), (1.6, True)):
+        target = langevin.ULAKernel(fenced(level), 0.1, 60, dimension=D)
+        draft = langevin.DraftULAKernel(target, lambda x: gaussian_gradient(x) + 0.1 * push)
+        far = langevin.DraftULAKernel(target, lambda x: gaussian_gradient(x) + push)
+        for drafter in (gs.KernelDrafter(draft), gs.KernelDrafter(far)):
+            sampler = gs.SpeculativeSampler(target, drafter, 12, verification)
+            run = lambda: sampler.sample(x0, generator=torch.Generator().manual_seed(1),  # noqa: E731
+                                         return_trajectory=True)
+            if fails:
+                with pytest.raises(gs.NonFiniteMeanError, match="ULAKernel mean is NaN or inf"):
+                    run()
+            else:
+                result = run()
+                assert torch.isfinite(result.trajectory).all()
+                assert float(result.trajectory[..., 0].max()) < level
 
 
 def test_unknown_posterior_lists_known_ones():

@@ -152,3 +152,40 @@ def test_path_law_with_float32_states(chain, drafter, verification, coupling):
     assert result.samples.dtype == torch.float32
     verdict = gt.path_law_test(_paths(result), gt.path_law(target, x0[0].double()), null_atol=1e-5)
     assert not verdict.rejects(ALPHA), verdict
+
+
+class _FencedOU(chains.OrnsteinUhlenbeckKernel):
+    """The OU chain with its mean undefined (NaN) beyond x_0 = 5.5, 6.5 standard deviations
+    from the stationary mean: the chain never gets there, a draft pushed along x_0 does."""
+
+    undefined = 0
+
+    def evaluate(self, x, t):
+        outside = x[:, 0] > 5.5
+        self.undefined += int(outside.sum())
+        return torch.where(outside[:, None], float("nan"), super().evaluate(x, t))
+
+
+class _PushedOU(chains.OrnsteinUhlenbeckKernel):
+    """A draft whose gradient is pushed by ``push`` along x_0 (0.3 push a step)."""
+
+    push = 8.0
+
+    def evaluate(self, x, t):
+        return super().evaluate(x, t) + torch.tensor([self.push, 0.0], dtype=x.dtype)
+
+
+@pytest.mark.parametrize("verification,coupling", MODES)
+def test_drafts_that_reach_an_undefined_target_mean_keep_the_law(verification, coupling):
+    """Verification evaluates the target at every drafted state; where its mean is undefined
+    the round uses the draft's there (exact for a target that steps so from those states, which
+    is the true one until a chain reaches one, when the run raises). Most rounds here draft past
+    the fence, and the paths keep the closed-form law."""
+    target = _FencedOU(dimension=2, num_steps=12)
+    x0 = torch.zeros(NUM_CHAINS, 2, dtype=torch.float64)
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(_PushedOU(dimension=2, num_steps=12)),
+                                    6, verification, coupling)
+    result = sampler.sample(x0, generator=torch.Generator().manual_seed(5), return_trajectory=True)
+    assert target.undefined > NUM_CHAINS  # drafted states past the fence, every round's many
+    verdict = gt.path_law_test(_paths(result), gt.path_law(target, x0[0]))
+    assert not verdict.rejects(ALPHA), verdict
