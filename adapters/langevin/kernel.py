@@ -76,7 +76,8 @@ def autograd_gradient(
                 f"({x.shape[0]},), got {shape}"
             )
         finite = torch.isfinite(value)
-        if finite.all():
+        all_finite = bool(finite.all())
+        if all_finite:
             (grad,) = torch.autograd.grad(value.sum(), leaf)
         elif strict:
             kind = "NaN" if torch.isnan(value).any() else "inf"
@@ -88,7 +89,8 @@ def autograd_gradient(
             (grad,) = torch.autograd.grad(torch.where(finite, value, 0.0).sum(), leaf)
     bad = ~torch.isfinite(grad).all(dim=1)
     if not strict:
-        bad |= ~finite
+        if not all_finite:
+            bad |= ~finite
         return (grad.masked_fill(bad[:, None], float("nan")) if bad.any() else grad).detach()
     if bad.any():
         raise ValueError(f"the gradient of log_density is NaN or inf at {_describe_steps(t, bad)}")
