@@ -1206,15 +1206,14 @@ class _Run:
         is the true target until the chain first reaches one of them. The caller raises
         :class:`NonFiniteMeanError` if the accepted path reaches one (the chain would step from
         it, where a plain chain fails), so the run follows the true target chain, failure
-        included. A non-finite draft mean, or a non-finite target mean at a chain's start, raises
-        here.
+        included; a chain's own state (slot 0) is one it steps from whatever the round accepts.
+        A non-finite draft mean raises here.
 
         Returns ``(rows, positions, values)``: the replaced slots and their original means.
         """
-        draft_finite = torch.isfinite(draft_means.flatten(2)).all(2).cpu().numpy()
-        target_finite = torch.isfinite(means[:, :drafted.shape[1]].flatten(2)).all(2).cpu().numpy()
-        if not (draft_finite[drafted].all() and target_finite[:, 0].all()):
+        if not torch.isfinite(draft_means.flatten(2)).all(2).cpu().numpy()[drafted].all():
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)  # raises
+        target_finite = torch.isfinite(means[:, :drafted.shape[1]].flatten(2)).all(2).cpu().numpy()
         rows, positions = np.nonzero(drafted & ~target_finite)
         rows_t, positions_t = self._device_index(rows), self._device_index(positions)
         values = means[rows_t, positions_t].clone()
