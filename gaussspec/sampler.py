@@ -1135,12 +1135,15 @@ class _Run:
         deltas = log_ratio = np.zeros((n, 1))
         undefined = None  # drafted states where m_q is not finite, with their m_q (see below)
         if width > 0:
-            log_ratio, deltas, finite = self._slot_ratios(means, draft_means, noises, steps)
+            log_ratio, deltas, target_finite, draft_finite = self._slot_ratios(
+                means, draft_means, noises, steps)
             drafted = self.positions[:width] < lengths[:, None]
-            if not finite[drafted].all():  # a drafted slot
-                undefined = self._undefined_target_means(means, draft_means, steps, lengths,
-                                                         chains_np, drafted)  # or raises
-                log_ratio, deltas, _ = self._slot_ratios(means, draft_means, noises, steps)
+            drafts_finite = bool(draft_finite[drafted].all())
+            if not (drafts_finite and target_finite[drafted].all()):  # a drafted slot
+                undefined = self._undefined_target_means(
+                    means, draft_means, steps, lengths, chains_np, drafted & ~target_finite,
+                    drafts_finite)  # or raises
+                log_ratio, deltas, _, _ = self._slot_ratios(means, draft_means, noises, steps)
         tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
         if undefined is not None:  # a chain that would step from such a state: as a plain chain
             rows, positions, values = undefined
@@ -1181,8 +1184,8 @@ class _Run:
         return tau, log_w, new_x, bool(torch.isfinite(new_x.sum()))
 
     def _slot_ratios(self, means, draft_means, noises, steps):
-        """Each drafted slot's log ratio and whitened gap (ALGORITHMS 2), and whether both means
-        there are finite: ``(n, width)`` host arrays, read in one transfer."""
+        """Each drafted slot's log ratio and whitened gap (ALGORITHMS 2), and whether its target
+        and its draft mean are finite: four ``(n, width)`` host arrays, read in one transfer."""
         target, shape, n, width = self.target, self.event_shape, *draft_means.shape[:2]
         whitened, delta = whitened_gaps(
             target.covariance(steps[:, :width].reshape(-1)),
@@ -1190,12 +1193,15 @@ class _Run:
             draft_means.reshape(n * width, *shape), self.range_rtol,
         )
         ratio = log_ratios(noises.reshape(n * width, *noises.shape[2:]), whitened, delta)
-        finite = (torch.isfinite(means[:, :width].reshape(n, width, -1)).all(2)
-                  & torch.isfinite(draft_means.reshape(n, width, -1)).all(2))
-        return torch.stack([ratio, delta, finite.reshape(-1).to(ratio.dtype)]).reshape(
-            3, n, width).cpu().numpy()
+        target_finite = torch.isfinite(means[:, :width].reshape(n, width, -1)).all(2)
+        draft_finite = torch.isfinite(draft_means.reshape(n, width, -1)).all(2)
+        log_ratio, delta, target_finite, draft_finite = torch.stack(
+            [ratio, delta, target_finite.reshape(-1).to(ratio.dtype),
+             draft_finite.reshape(-1).to(ratio.dtype)]).reshape(4, n, width).cpu().numpy()
+        return log_ratio, delta, target_finite > 0, draft_finite > 0
 
-    def _undefined_target_means(self, means, draft_means, steps, lengths, chains_np, drafted):
+    def _undefined_target_means(self, means, draft_means, steps, lengths, chains_np, undefined,
+                                drafts_finite):
         """Drafted states where the target's mean is not finite: set ``m_q = m_p`` there.
 
         A draft that runs far from the target's mass can reach states where the target's mean
@@ -1207,14 +1213,14 @@ class _Run:
         :class:`NonFiniteMeanError` if the accepted path reaches one (the chain would step from
         it, where a plain chain fails), so the run follows the true target chain, failure
         included; a chain's own state (slot 0) is one it steps from whatever the round accepts.
-        A non-finite draft mean raises here.
+        A non-finite draft mean (``drafts_finite`` False) raises here.
 
-        Returns ``(rows, positions, values)``: the replaced slots and their original means.
+        Returns ``(rows, positions, values)``: the replaced slots (``undefined``, an ``(n,
+        width)`` host mask of drafted slots) and their original means.
         """
-        if not torch.isfinite(draft_means.flatten(2)).all(2).cpu().numpy()[drafted].all():
+        if not drafts_finite:
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)  # raises
-        target_finite = torch.isfinite(means[:, :drafted.shape[1]].flatten(2)).all(2).cpu().numpy()
-        rows, positions = np.nonzero(drafted & ~target_finite)
+        rows, positions = np.nonzero(undefined)
         rows_t, positions_t = self._device_index(rows), self._device_index(positions)
         values = means[rows_t, positions_t].clone()
         means[rows_t, positions_t] = draft_means[rows_t, positions_t].to(means.dtype)  # m_q := m_p

@@ -279,7 +279,8 @@ class ULAKernel(gs.GaussianKernel):
         """``grad log pi(x)`` for ``(B, d)`` states (autograd or the user's gradient).
 
         Raises ``ValueError`` where the log density or the gradient is not finite, naming the
-        steps; with ``strict=False`` those rows come back NaN instead (:func:`autograd_gradient`).
+        steps; with ``strict=False`` those rows come back not finite instead: NaN from autograd
+        (:func:`autograd_gradient`), as returned from a user's gradient.
         """
         self._see(x)
         if self.gradient_fn is not None:
@@ -289,8 +290,8 @@ class ULAKernel(gs.GaussianKernel):
     def evaluate(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The expensive part of the mean: the gradient of the log density at ``x``.
 
-        Rows where the log density or its gradient is not finite come back NaN rather than
-        raising: a verification block holds drafted states that no chain may reach, and the
+        Rows where the log density or its gradient is not finite come back not finite rather
+        than raising: a verification block holds drafted states that no chain may reach, and the
         sampler rejects the drafts that depend on them; a chain that would step from such a
         state (a plain step, or an accepted draft) raises ``gaussspec.NonFiniteMeanError``
         naming the step and the chain.
