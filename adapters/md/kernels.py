@@ -52,7 +52,7 @@ ForceFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class NonFiniteForceError(FloatingPointError):
-    """A force call returned NaN or inf; the message names the step(s) and chain(s)."""
+    """An MD kernel's ``forces`` met NaN or inf forces; the message names the step(s) and chain(s)."""
 
 
 def maxwell_boltzmann_velocities(
@@ -142,15 +142,27 @@ class _MDKernel(gs.GaussianKernel):
         """The step covariance (time-homogeneous; one object shared by :meth:`with_forces` copies)."""
         return self._covariance
 
-    def evaluate(self, x: torch.Tensor, t: torch.Tensor) -> Any:
-        """The force call: ``F`` at the step's force positions, or ``(F, F_fast, positions)`` with MTS.
+    def forces(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``F`` at the step's force positions of states ``x`` at steps ``t``, checked.
 
         Raises:
             NonFiniteForceError: A force is NaN or inf (the message names the step and chain).
         """
         self._check_state(x)
+        return self._call(self.force_fn, self._force_positions(x), t, "force_fn", strict=True)
+
+    def evaluate(self, x: torch.Tensor, t: torch.Tensor) -> Any:
+        """The sampler's force call: ``F`` at the step's force positions, or ``(F, F_fast,
+        positions, known)`` with MTS.
+
+        A chain's row whose force is NaN or inf comes back so (unlike :meth:`forces`): the
+        sampler evaluates drafted states too, and a draft that ran where the force field blows
+        up is rejected there; a chain that would step from such a state (a plain step, or an
+        accepted draft) raises :class:`gaussspec.NonFiniteMeanError` naming the step and chain.
+        """
+        self._check_state(x)
         positions = self._force_positions(x)
-        force = self._call(self.force_fn, positions, t, "force_fn")
+        force = self._call(self.force_fn, positions, t, "force_fn", strict=False)
         if self.fast_force_fn is None:
             return force
         # F_fast(x) is computed on first use (a draft step from x), not here: a step that is not
@@ -175,7 +187,8 @@ class _MDKernel(gs.GaussianKernel):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__} states must have shape (B, {', '.join(map(str, expected))}), got {shape}")
 
-    def _call(self, fn: ForceFn, positions: torch.Tensor, t: torch.Tensor, name: str) -> torch.Tensor:
+    def _call(self, fn: ForceFn, positions: torch.Tensor, t: torch.Tensor, name: str,
+              strict: bool) -> torch.Tensor:
         force = fn(positions)
         if not isinstance(force, torch.Tensor):
             force = torch.as_tensor(force)
@@ -184,6 +197,8 @@ class _MDKernel(gs.GaussianKernel):
                 f"{name} must return forces of shape {tuple(positions.shape)} (kJ/mol/nm), got {tuple(force.shape)}"
             )
         force = force.to(positions.device, positions.dtype)
+        if not strict:
+            return force
         finite = torch.isfinite(force).reshape(force.shape[0], -1).all(dim=1)
         if not finite.all():
             raise NonFiniteForceError(

@@ -136,6 +136,7 @@ def simulate(
         except (NonFiniteForceError, gs.NonFiniteMeanError) as error:
             raise TrajectoryExplodedError(
                 f"the trajectory blew up in steps {offset}..{offset + segment} (segment {s}): {error}. "
+                "NaN/inf forces: time step too long, overlapping atoms, or a bad force field. "
                 f"{frames} frames up to step {offset} were written and kept.",
                 step=offset,
                 frames_written=frames,

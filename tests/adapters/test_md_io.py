@@ -17,7 +17,6 @@ import gaussspec as gs
 from gaussspec.adapters.md import (
     BAOABKernel,
     BrownianKernel,
-    NonFiniteForceError,
     TrajectoryExplodedError,
     TrajectoryWriter,
     dihedrals,
@@ -77,9 +76,11 @@ def test_nan_force_in_a_segment_names_the_steps():
         return f
 
     kernel = BAOABKernel(flaky, MASSES, 300.0, 1.0, 0.002, 10)
-    with pytest.raises(TrajectoryExplodedError, match=r"steps 20\.\.30 .*NaN/inf forces at step\(s\) t=\[5\]") as info:
+    with pytest.raises(TrajectoryExplodedError,
+                       match=r"steps 20\.\.30 .*BAOABKernel mean is NaN or inf at step t=5 .*NaN/inf forces") as info:
         simulate(kernel, torch.zeros(1, 3, 3, dtype=torch.float64), 5, torch.Generator().manual_seed(0))
-    assert isinstance(info.value.__cause__, NonFiniteForceError)
+    assert isinstance(info.value.__cause__, gs.NonFiniteMeanError)
+    assert info.value.step == 20
 
 
 def test_segments_carry_velocities_like_one_long_run():

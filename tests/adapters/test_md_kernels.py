@@ -159,15 +159,89 @@ def test_with_forces_shares_the_covariance_object():
     assert draft.force_fn is toy_force and kernel.force_fn is full_force
 
 
-def test_nonfinite_force_names_step_and_chain():
+def test_nonfinite_force_names_step_and_chain_and_the_sampler_call_keeps_the_row():
+    """``forces`` raises naming the step and chain; ``evaluate`` (the sampler's call, which also
+    sees drafted states) returns the bad row as it came and the others unchanged."""
     def bad(x):
         f = toy_force(x)
         f[1, 2, 0] = float("nan")
         return f
 
     kernel = BrownianKernel(bad, MASSES, TEMPERATURE, FRICTION, DT, 5)
+    x, t = _positions(3), torch.full((3,), 3, dtype=torch.int64)
     with pytest.raises(NonFiniteForceError, match=r"t=\[3\] of chain\(s\) \[1\]"):
-        kernel.evaluate(_positions(2), torch.full((2,), 3, dtype=torch.int64))
+        kernel.forces(x, t)
+    force = kernel.evaluate(x, t)
+    assert torch.isnan(force[1, 2, 0]) and int(torch.isnan(force).sum()) == 1
+    torch.testing.assert_close(force[[0, 2]], toy_force(x)[[0, 2]], rtol=0, atol=0)
+    with pytest.raises(gs.NonFiniteMeanError, match="BrownianKernel mean is NaN or inf at step t=0"):
+        gs.sample_chain(kernel, x, generator=torch.Generator().manual_seed(0))
+
+
+def _fenced(level: float):
+    """``toy_force``, NaN wherever atom 0's x coordinate is beyond ``level`` nm."""
+    def force(x):
+        beyond = x[:, 0, 0] > level
+        return torch.where(beyond[:, None, None], float("nan"), toy_force(x))
+    return force
+
+
+def _pushed(push: float):
+    """``toy_force`` plus ``push`` kJ/mol/nm along x on atom 0: a draft that runs off."""
+    def force(x):
+        out = toy_force(x).clone()
+        out[:, 0, 0] += push
+        return out
+    return force
+
+
+@pytest.mark.parametrize("cls, friction, push",
+                         [(BrownianKernel, 50.0, 3e4), (ABOBAKernel, FRICTION, 2e5),
+                          (BAOABKernel, FRICTION, 2e5)])
+def test_a_draft_running_into_undefined_forces_is_rejected_and_a_chain_reaching_them_fails(
+        cls, friction, push):
+    """The forces are NaN beyond x = level on atom 0 (which starts at x = 0.08 nm, moving along
+    x at 1 nm/ps where there are velocities), and a draft whose force pushes atom 0 along x runs
+    past that fence within a few positions. Far beyond the mass (0.6 nm; in 40 steps the plain
+    chains move it by 0.01-0.08 nm), the plain chain never gets there and the speculative one
+    completes, whatever it accepts (before, the force call raised on the drafted states); close
+    to the start (0.081 nm, or 0.09 for the moving atom), a chain gets there and both fail, as
+    plain sampling does."""
+    x0 = 0.08 * torch.tensor([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]],
+                             dtype=torch.float64).repeat(3, 1, 1)  # a tetrahedron, 0.23 nm sides
+    velocities = torch.zeros_like(x0)
+    velocities[:, 0, 0] = 1.0  # nm/ps
+    extra = {"initial_velocities": velocities} if cls is BAOABKernel else {}
+    if cls is ABOBAKernel:
+        x0 = aboba_state(x0, velocities)
+    near = 0.081 if cls is BrownianKernel else 0.09
+    for level, fails in ((0.6, False), (near, True)):
+        target = cls(_fenced(level), MASSES, TEMPERATURE, friction, DT, 40, **extra)
+        drafted_past = []
+
+        def watched(x, _target=target):
+            force = _target.force_fn(x)
+            drafted_past.append(int(torch.isnan(force).flatten(1).any(1).sum()))
+            return force
+
+        watched_target = target.with_forces(watched)
+        for drafter, verification in ((gs.KernelDrafter(target.with_forces(_pushed(push))), "block"),
+                                      (gs.KernelDrafter(target.with_forces(_pushed(push / 8))), "token")):
+            sampler = gs.SpeculativeSampler(watched_target, drafter, 8, verification)
+            run = lambda: sampler.sample(x0, generator=torch.Generator().manual_seed(1),  # noqa: E731
+                                         return_trajectory=True)
+            if fails:
+                with pytest.raises(gs.NonFiniteMeanError, match=f"{cls.__name__} mean is NaN or inf"):
+                    run()
+                with pytest.raises(gs.NonFiniteMeanError, match=f"{cls.__name__} mean is NaN or inf"):
+                    gs.sample_chain(target, x0, generator=torch.Generator().manual_seed(1))
+            else:
+                result = run()
+                assert torch.isfinite(result.trajectory).all()
+                positions = result.trajectory[:, :, 0] if cls is ABOBAKernel else result.trajectory
+                assert float(positions[..., 0, 0].max()) < level
+        if not fails:
+            assert sum(drafted_past) > 0  # the verification calls did meet the fence
 
 
 @pytest.mark.parametrize(
