@@ -206,19 +206,28 @@ class LaplaceDraftKernel(DraftULAKernel):
         hessian = approximation.hessian.to(_F64)
         if hessian.shape != (d, d):
             raise ValueError(f"Laplace hessian must have shape ({d}, {d}), got {tuple(hessian.shape)}")
-        # mean = x + h M (g_0 + H (x - x_0)) = x + x (h M H)^T + h M (g_0 - H x_0)
+        # mean = x + h M (g_0 + H (x - x_0)) = x (I + h M H)^T + h M (g_0 - H x_0)
         h = target.step_size
         precond_hessian = target.apply_preconditioner(hessian.T).T  # M H (columns preconditioned)
-        self._slope = (h * precond_hessian).T.contiguous()  # (h M H)^T for row vectors
+        identity = torch.eye(d, dtype=_F64, device=hessian.device)
+        transition = (identity + h * precond_hessian).T.contiguous()  # (I + h M H)^T, row vectors
         offset = approximation.gradient - hessian @ approximation.mode
-        self._offset = h * target.apply_preconditioner(offset[None])[0]
+        offset = h * target.apply_preconditioner(offset[None])[0]  # h M (g_0 - H x_0)
+        self._affine = {(_F64, hessian.device): (transition, offset)}  # by (dtype, device)
 
     def _linear_gradient(self, x: torch.Tensor) -> torch.Tensor:
         a = self.approximation
         return a.gradient.to(x.dtype) + (x - a.mode.to(x.dtype)) @ a.hessian.to(x.dtype)
 
     def mean(self, x: torch.Tensor, t: torch.Tensor, memory=None) -> torch.Tensor:
-        return x + x @ self._slope.to(x.dtype) + self._offset.to(x.dtype)  # Laplace ULA mean
+        key = (x.dtype, x.device)
+        affine = self._affine.get(key)
+        if affine is None:  # the float64 map in x's dtype and on its device, made once
+            transition, offset = next(iter(self._affine.values()))
+            affine = self._affine[key] = (transition.to(x.device, x.dtype),
+                                          offset.to(x.device, x.dtype))
+        transition, offset = affine
+        return torch.addmm(offset, x, transition)  # x (I + h M H)^T + h M (g_0 - H x_0): one call
 
 
 def laplace_draft(

@@ -53,7 +53,7 @@ def autograd_gradient(
         x: ``(B, d)`` states (chains, or all states of a verification block).
         t: Optional ``(B,)`` step indices, used only to name the steps in error messages.
         strict: Raise on a non-finite log density or gradient. With ``strict=False`` those rows
-            come back NaN and the others as usual: a verification block holds drafted states
+            come back not finite (NaN where the log density is not) and the others as usual: a verification block holds drafted states
             that no chain may ever reach (a draft that ran off far from the target's mass), and
             the sampler rejects the drafts that depend on such a row, raising
             ``NonFiniteMeanError`` only if a chain would step from it.
@@ -75,23 +75,24 @@ def autograd_gradient(
                 f"log_density must map a (B, d) = {tuple(x.shape)} tensor to shape (B,) = "
                 f"({x.shape[0]},), got {shape}"
             )
-        finite = torch.isfinite(value)
-        all_finite = bool(finite.all())
-        if all_finite:
-            (grad,) = torch.autograd.grad(value.sum(), leaf)
-        elif strict:
-            kind = "NaN" if torch.isnan(value).any() else "inf"
-            raise ValueError(
-                f"log_density returned {kind} at {_describe_steps(t, ~finite)}; ULA needs a finite "
-                "log density (and gradient) at every state it visits"
-            )
-        else:  # the finite rows' gradients (rows are independent)
-            (grad,) = torch.autograd.grad(torch.where(finite, value, 0.0).sum(), leaf)
+        total = value.sum()
+        finite = None  # every row finite, unless a row-wise check says otherwise
+        if not bool(torch.isfinite(total)):  # one reduction: NaN or inf poisons the sum
+            finite = torch.isfinite(value)
+            if bool(finite.all()):  # finite rows whose sum overflowed
+                finite = None
+            elif strict:
+                kind = "NaN" if torch.isnan(value).any() else "inf"
+                raise ValueError(
+                    f"log_density returned {kind} at {_describe_steps(t, ~finite)}; ULA needs a "
+                    "finite log density (and gradient) at every state it visits"
+                )
+            else:  # the finite rows' gradients (rows are independent)
+                total = torch.where(finite, value, 0.0).sum()
+        (grad,) = torch.autograd.grad(total, leaf)
+    if not strict:  # rows whose log density is not finite come back NaN, the others as computed
+        return (grad if finite is None else grad.masked_fill(~finite[:, None], float("nan"))).detach()
     bad = ~torch.isfinite(grad).all(dim=1)
-    if not strict:
-        if not all_finite:
-            bad |= ~finite
-        return (grad.masked_fill(bad[:, None], float("nan")) if bad.any() else grad).detach()
     if bad.any():
         raise ValueError(f"the gradient of log_density is NaN or inf at {_describe_steps(t, bad)}")
     return grad.detach()
