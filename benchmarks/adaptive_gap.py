@@ -64,10 +64,16 @@ class ForcedDraftLength(gs.AdaptiveDraftLength):
     """The adaptive rule, every decision and update run and timed, drafting ``forced`` always.
 
     A round drafts ``min(forced, remaining - 1)``; at the chain's last step the rule's own
-    action (a plain step) stands.
+    action (a plain step) stands, and so does its first burst of plain steps (the start-up's
+    probe, G6, which prices ``C(n)``): without it the rule, never seeing a plain step, asks for
+    the probe every round and never keeps a decision (G9), so the forced run would pay a
+    decision a round where the rule pays one every few rounds (arK, Laplace drafter, g = 32:
+    1485 decisions in 1485 rounds against 32 in 162). ``probe=False`` forces every round but
+    the last (``per_chain_lengths`` counts each chain's steps from the rounds alone).
     """
 
     forced: int = attrs.field(default=16, validator=gs.adaptive._positive, kw_only=True)
+    probe: bool = attrs.field(default=True, kw_only=True)  # the start-up's plain probe runs
 
     def start(self, num_chains: int) -> gs.adaptive.AdaptiveState:
         state = super().start(num_chains)
@@ -75,7 +81,9 @@ class ForcedDraftLength(gs.AdaptiveDraftLength):
 
         def forced_choose(n: int, frozen: bool, remaining: int) -> tuple[int, int]:
             action = choose(n, frozen, remaining)  # the rule's work, its answer set aside
-            return (min(self.forced, remaining - 1), 0) if remaining > 1 else action
+            if remaining <= 1 or (self.probe and action[0] == 0 and not state.plain_measured):
+                return action  # the last step, or the start-up's probe (G6)
+            return min(self.forced, remaining - 1), 0
 
         state.choose = forced_choose
         return state

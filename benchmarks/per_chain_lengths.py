@@ -69,6 +69,7 @@ class RecordedDraftLength(ForcedDraftLength):
     accepted lengths ``tau`` and draft lengths kept in ``rounds`` (a fresh list per run)."""
 
     rounds: list = attrs.field(factory=list, eq=False, kw_only=True)
+    probe: bool = attrs.field(default=False, kw_only=True)  # every step in a recorded round
 
     def start(self, num_chains: int) -> gs.adaptive.AdaptiveState:
         state = super().start(num_chains)

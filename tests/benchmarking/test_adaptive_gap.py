@@ -1,5 +1,7 @@
 """The gap split (benchmarks/adaptive_gap.py): the forced rule drafts its length, the report adds up."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,48 @@ def test_the_forced_rule_drafts_its_length_in_every_round_the_chain_allows(gap):
     stats = sampler.sample(x0, generator=torch.Generator().manual_seed(0)).stats
     drafted = np.array(stats.drafted_by_position)
     assert drafted[5:].sum() == 0  # never beyond the forced length
-    assert drafted[4] >= stats.chain_rounds - 2 * 2  # all but the chains' last rounds draft 5
+    # all but the chains' last rounds and the start-up's plain probe (two steps) draft 5
+    assert drafted[4] >= stats.chain_rounds - 2 * 2 - 2 * 2
+
+
+class _SlowTarget(chains.OrnsteinUhlenbeckKernel):
+    """The OU chain with a target call of at least 0.3 ms, so drafting pays."""
+
+    def evaluate(self, x, t):
+        end = time.perf_counter() + 3e-4
+        while time.perf_counter() < end:
+            pass
+        return super().evaluate(x, t)
+
+
+def test_the_forced_rule_keeps_its_decisions_as_the_rule_does(gap):
+    """With the start-up's plain probe let through, the rule's own estimates settle and it keeps
+    decisions over short rounds (G9) as in real use; forced through the probe too, it asks for
+    the probe again every round and decides every round."""
+    kernel = _SlowTarget(dimension=3, step_size=0.1, num_steps=1000)  # speculation pays
+    drafter = gs.KernelDrafter(chains.OrnsteinUhlenbeckKernel(
+        dimension=3, step_size=0.1, num_steps=1000, perturbation=0.01))
+    decisions = {}
+    for probe in (True, False):
+        policy = gap.ForcedDraftLength(max_draft_length=16, forced=8, probe=probe)
+        state = policy.start(1)
+        calls = {"n": 0}
+        rule = gs.adaptive._choose
+
+        def counted(*args, _rule=rule, _calls=calls):
+            _calls["n"] += 1
+            return _rule(*args)
+
+        gs.adaptive._choose = counted
+        try:
+            sampler = gs.SpeculativeSampler(kernel, drafter, draft_length=policy)
+            stats = sampler.sample(torch.zeros(1, 3, dtype=torch.float64),
+                                   generator=torch.Generator().manual_seed(0)).stats
+        finally:
+            gs.adaptive._choose = rule
+        decisions[probe] = (calls["n"], stats.rounds)
+    assert decisions[False][0] >= decisions[False][1]  # a decision every round
+    assert decisions[True][0] < decisions[True][1] / 2
     with pytest.raises(ValueError, match="forced must be an integer >= 1"):
         gap.ForcedDraftLength(forced=0)
 
