@@ -94,6 +94,9 @@ class OpenMMForceField:
 
         forces = OpenMMForceField(system, platform="CPU")
         f = forces(positions)              # (B, N, 3) nm -> (B, N, 3) kJ/mol/nm, float64
+
+    A configuration holding NaN or inf is not passed to OpenMM: its energy and forces come back
+    NaN (a drafted state after a draft's force blew up; the sampler reports it, naming the step).
     """
 
     def __init__(self, system, platform: str = "Reference", num_contexts: int = 1, threads: int = 1):
@@ -123,9 +126,11 @@ class OpenMMForceField:
         self.seconds = 0.0
 
     def _evaluate_slice(self, context, positions: np.ndarray, want_forces: bool):
-        energies = np.empty(len(positions))
-        forces = np.empty_like(positions) if want_forces else None
+        energies = np.full(len(positions), np.nan)
+        forces = np.full_like(positions, np.nan) if want_forces else None
         for n, xyz in enumerate(positions):
+            if not np.isfinite(xyz).all():  # NaN in, NaN out: OpenMM cannot place the atoms
+                continue
             context.setPositions(xyz)
             state = context.getState(getEnergy=True, getForces=want_forces)
             energies[n] = state.getPotentialEnergy()._value  # kJ/mol
@@ -142,8 +147,6 @@ class OpenMMForceField:
             raise ValueError(
                 f"positions must have shape (B, {self.num_atoms}, 3) in nm, got {tuple(array.shape)}"
             )
-        if not np.isfinite(array).all():
-            raise ValueError("positions hold NaN or inf; OpenMM cannot evaluate them")
         start = time.perf_counter()
         chunks = np.array_split(np.arange(len(array)), len(self._contexts))
         if self._pool is None or len(array) == 1:

@@ -28,6 +28,7 @@ import gaussspec as gs  # noqa: E402
 from gaussspec.adapters.md import (  # noqa: E402
     BAOABKernel,
     BrownianKernel,
+    NonFiniteForceError,
     OpenMMForceField,
     TorchForceField,
     alanine_dipeptide,
@@ -87,6 +88,26 @@ def test_context_pool_and_cpu_platform_agree(vacuum, configurations):
     cpu = OpenMMForceField(vacuum.system, platform="CPU", threads=1)
     f_ref = one(configurations)
     assert ((cpu(configurations) - f_ref).abs().max() / f_ref.abs().max()) < 1e-5
+
+
+def test_a_configuration_holding_nan_comes_back_nan_and_the_others_as_evaluated(vacuum,
+                                                                               configurations):
+    """OpenMM cannot place atoms at NaN: such a row (a drafted state after a draft's force blew
+    up) is not passed to it and comes back NaN, so the sampler, not OpenMM, reports it."""
+    bad = configurations.clone()
+    bad[[2, 5], 7, 1] = float("nan")
+    for num_contexts in (1, 3):
+        field = OpenMMForceField(vacuum.system, platform="Reference", num_contexts=num_contexts)
+        energy, forces = field.energy_and_forces(bad)
+        keep = [0, 1, 3, 4, 6, 7]
+        assert torch.isnan(energy[[2, 5]]).all() and torch.isnan(forces[[2, 5]]).all()
+        energy_ok, forces_ok = field.energy_and_forces(configurations[keep])
+        torch.testing.assert_close(forces[keep], forces_ok, rtol=0, atol=0)
+        torch.testing.assert_close(energy[keep], energy_ok, rtol=0, atol=0)
+        field.close()
+    kernel = BrownianKernel(OpenMMForceField(vacuum.system), vacuum.masses, 300.0, 1.0, 0.001, 5)
+    with pytest.raises(NonFiniteForceError, match=r"chain\(s\) \[2, 5\]"):
+        kernel.forces(bad, torch.zeros(8, dtype=torch.int64))
 
 
 # --- refusals and units --------------------------------------------------------------------------
