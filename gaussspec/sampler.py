@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from typing import Any, Callable
 
 import attrs
@@ -45,6 +46,11 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}  # the co
 
 class NonFiniteMeanError(FloatingPointError):
     """A kernel returned NaN or inf; the message names the kernel, the step and the chain."""
+
+
+class _DraftRanOff(Exception):
+    """A round's draft mean was not finite at a drafted state: draft the round again with the
+    fallback (``m_p := x`` there) from the same noises."""
 
 
 @attrs.frozen
@@ -439,6 +445,8 @@ class _Run:
         self.positions = np.arange(self.gamma + 1)
         self.step_grids: dict[tuple[int, int], tuple] = {}  # CPU step grids (and views) per shape
         self.slot = None  # (slot 0, path grid) where the compiled step writes the next states
+        self.fallback_drafting = False  # a round drafted again, m_p := x where not finite
+        self.fallback_rounds = 0  # rounds drafted again so (a warning names the first)
         self.full_lengths: dict[int, np.ndarray] = {}  # draft lengths when every chain drafts g
         self.fused_verification = (self.on_cpu  # compiled CPU paths (until a round says no)
                                    and self.dtype in (torch.float32, torch.float64))
@@ -713,7 +721,8 @@ class _Run:
             return torch.from_numpy(np.ascontiguousarray(array))  # shares the host memory
         return torch.as_tensor(np.ascontiguousarray(array), device=self.device)
 
-    def _draft(self, x0, t0_host, memory0, stale, lengths, width, shortest, chains_np):
+    def _draft(self, x0, t0_host, memory0, stale, lengths, width, shortest, chains_np,
+               noises=None):
         """Draft up to ``lengths[b]`` steps per chain: the padded ``(n, width + 1)`` path grid.
 
         Returns ``(path, draft_means, noises, steps, covariance)``; ``path[:, 0] = x0`` and
@@ -721,6 +730,11 @@ class _Run:
         (the rest is zero padding), the draft means (a :class:`_DraftMeans`, None when nothing is
         drafted), ``steps[b, i] = t0[b] + min(i, lengths[b])`` on the states' device, and the
         target's covariance at every slot of ``steps`` (flattened).
+
+        ``noises`` given (the round drafted again after a draft mean was not finite): those
+        noises, and ``m_p(x) := x`` wherever the draft's mean is not finite (the draft kernel
+        everywhere: it is ``m_p`` wherever that is defined, so the first drafting's path up to
+        there is drawn again unchanged).
         """
         target, shape, n = self.target, self.event_shape, len(lengths)
         zero = shortest < width  # padding stays finite
@@ -733,7 +747,9 @@ class _Run:
         # one std for every slot (L = std I): no covariance call per position
         scalar = grid_covariance._scalar if isinstance(grid_covariance, IsotropicCovariance) else None
         draft_means = self._grid("draft_means", (n, width, *shape), zero)
-        noises = self._draft_noise(chains_np, lengths, steps)
+        fallback = noises is not None  # m_p := x where the draft's mean is not finite
+        if not fallback:
+            noises = self._draft_noise(chains_np, lengths, steps)
         draft_memory = None
         if self.draft_kernel.has_memory:
             draft_memory = memory0.new_empty((n, width + 1, *memory0.shape[1:]))
@@ -762,6 +778,10 @@ class _Run:
             mean, evaluation = self._draft_mean(x_prev, t_prev, mem_prev, rows_stale)
             if mean.shape != x_prev.shape or mean.device != x_prev.device:
                 _check_mean_shape(mean, tuple(x_prev.shape), "draft mean", x_prev.device)
+            if fallback:  # m_p := x where m_p is not finite: a proper Gaussian draft there
+                defined = torch.isfinite(mean.reshape(mean.shape[0], -1)).all(dim=1)
+                mean = torch.where(defined.view(-1, *[1] * (mean.ndim - 1)), mean,
+                                   x_prev.to(mean.dtype))
             if every and scalar is not None and draft_memory is None:  # no temporaries
                 full_means.append(mean)
                 torch.add(mean, noise_at[i - 1], alpha=scalar, out=path_at[i])  # m_p + std xi
@@ -1213,12 +1233,16 @@ class _Run:
         :class:`NonFiniteMeanError` if the accepted path reaches one (the chain would step from
         it, where a plain chain fails), so the run follows the true target chain, failure
         included; a chain's own state (slot 0) is one it steps from whatever the round accepts.
-        A non-finite draft mean (``drafts_finite`` False) raises here.
+        A non-finite draft mean (``drafts_finite`` False) raises :class:`_DraftRanOff`, for the
+        round to be drafted again with ``m_p := x`` there; after that, it raises
+        :class:`NonFiniteMeanError`.
 
         Returns ``(rows, positions, values)``: the replaced slots (``undefined``, an ``(n,
         width)`` host mask of drafted slots) and their original means.
         """
         if not drafts_finite:
+            if not self.fallback_drafting:
+                raise _DraftRanOff  # drafted again, m_p := x there (the caller)
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)  # raises
         rows, positions = np.nonzero(undefined)
         rows_t, positions_t = self._device_index(rows), self._device_index(positions)
@@ -1280,6 +1304,37 @@ class _Run:
             return plan[0]
         at_tau = self._device_index(flat_index[np.arange(n), tau])
         return _tree_map(lambda e: torch.index_select(e, 0, at_tau), evaluations)
+
+    def _draft_again(self, x0, t0_host, memory0, stale, lengths, width, shortest, chains_np,
+                     noises):
+        """The round drafted again from the same noises with ``m_p := x`` wherever the draft's
+        mean is not finite, and its target call.
+
+        A draft mean that is not finite (a cheap force that blows up where the draft ran, a
+        low-precision draft that overflows) leaves no proposal at that state, and every drafted
+        state after it undefined. The draft kernel taken instead, ``m_p`` where finite and ``x``
+        elsewhere, is a proper Gaussian kernel equal to the draft wherever that is defined, so
+        drafting with it from the same noises draws the same states up to there: the round is
+        exact for it as for any draft. The target is called again on the new states (one more
+        sequential call); the first call's results are dropped.
+
+        Returns ``(path, draft_means, means, evaluations, flat_index, target_memory)``.
+        """
+        self.fallback_rounds += 1
+        if self.fallback_rounds == 1:
+            warnings.warn(
+                f"the {type(self.draft_kernel).__name__} draft's mean was not finite at a drafted "
+                f"state (round {self.stats.rounds}); such rounds are drafted again with the "
+                "draft mean replaced by the state there (exact; one more target call each)",
+                RuntimeWarning, stacklevel=5)
+        path, draft_means, _, steps, _ = self._draft(x0, t0_host, memory0, stale, lengths, width,
+                                                     shortest, chains_np, noises)
+        if draft_means is not None:
+            draft_means.grid()
+        means, evaluations, flat_index, target_memory, _ = self._verify_target(
+            path, steps, lengths, shortest == width, stale, memory0, lambda: None)
+        self.stats.rounds -= 1  # the same round: one more sequential call, not another round
+        return path, draft_means, means, evaluations, flat_index, target_memory
 
     def _round(self, chains_np: np.ndarray, latest: int) -> None:
         """One speculative round of these chains; ``latest`` is the largest step of any chain."""
@@ -1346,8 +1401,19 @@ class _Run:
             if stepped is not None and gather is not None:
                 tau_eval = gather[0]  # the free drafter's next cache, gathered in that call
         if stepped is None:
-            stepped = self._step_general(means, draft_means, noises, steps, lengths, chains_np,
-                                         uniforms, residual_uniforms, fresh)
+            try:
+                stepped = self._step_general(means, draft_means, noises, steps, lengths,
+                                             chains_np, uniforms, residual_uniforms, fresh)
+            except _DraftRanOff:  # a draft mean not finite at a drafted state
+                path, draft_means, means, evaluations, flat_index, target_memory = (
+                    self._draft_again(x0, t0_host, memory0, stale, lengths, width, shortest,
+                                      chains_np, noises))
+                self.fallback_drafting = True
+                try:
+                    stepped = self._step_general(means, draft_means, noises, steps, lengths,
+                                                 chains_np, uniforms, residual_uniforms, fresh)
+                finally:
+                    self.fallback_drafting = False
         tau, log_w, new_x, finite = stepped
         if not finite:  # a non-finite mean reached the new state
             self._check_grid(means, draft_means, steps, lengths, chains_np, 0)

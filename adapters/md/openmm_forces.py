@@ -96,7 +96,7 @@ class OpenMMForceField:
         f = forces(positions)              # (B, N, 3) nm -> (B, N, 3) kJ/mol/nm, float64
 
     A configuration holding NaN or inf is not passed to OpenMM: its energy and forces come back
-    NaN (a drafted state after a draft's force blew up; the sampler reports it, naming the step).
+    NaN (a drafted state after a draft's force blew up: the sampler drafts that round again).
     """
 
     def __init__(self, system, platform: str = "Reference", num_contexts: int = 1, threads: int = 1):

@@ -244,6 +244,26 @@ def test_a_draft_running_into_undefined_forces_is_rejected_and_a_chain_reaching_
             assert sum(drafted_past) > 0  # the verification calls did meet the fence
 
 
+def test_an_mts_draft_whose_fast_force_blows_up_is_drafted_again():
+    """The MTS draft's fast force runs away (a repulsion from the origin) and is NaN beyond
+    x = 0.6 nm on atom 0, which its drafts reach; the target is finite everywhere. The rounds
+    where a draft mean is NaN are drafted again with the draft mean replaced by the state there,
+    and the run completes (it raised before; the law: tests/statistical/test_exactness.py)."""
+    def fast(x):
+        force = toy_force(x) + 1e6 * x  # the drafts run away from the origin
+        return torch.where((x[:, 0, 0] > 0.6)[:, None, None], float("nan"), force)
+
+    x0 = 0.08 * torch.tensor([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]],
+                             dtype=torch.float64).repeat(3, 1, 1)
+    kernel = BrownianKernel(toy_force, MASSES, TEMPERATURE, 50.0, DT, 40, fast_force_fn=fast)
+    sampler = gs.SpeculativeSampler(kernel, gs.FreeDrafter(), 8)
+    with pytest.warns(RuntimeWarning, match="draft's mean was not finite"):
+        result = sampler.sample(x0, generator=torch.Generator().manual_seed(0),
+                                return_trajectory=True)
+    assert torch.isfinite(result.trajectory).all()
+    assert result.stats.sequential_target_calls > result.stats.rounds
+
+
 @pytest.mark.parametrize(
     "change, error, match",
     [

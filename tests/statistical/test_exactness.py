@@ -175,6 +175,65 @@ class _PushedOU(chains.OrnsteinUhlenbeckKernel):
         return super().evaluate(x, t) + torch.tensor([self.push, 0.0], dtype=x.dtype)
 
 
+def _holed(base):
+    """``base`` as a draft (its force 40% off) whose mean is NaN wherever the state's first
+    coordinate is above 0.3: inside the target's mass, so most rounds draft into the hole."""
+
+    class Holed(base):
+        undefined = 0
+
+        def evaluate(self, x, t):
+            force = super().evaluate(x, t)
+            outside = x.reshape(x.shape[0], -1)[:, 0] > 0.3
+            Holed.undefined += int(outside.sum())
+            return torch.where(outside.view(-1, *[1] * (force.ndim - 1)), float("nan"), force)
+
+    return Holed
+
+
+@pytest.mark.parametrize("chain", ["ou", "aboba_factor"])
+@pytest.mark.parametrize("verification,coupling", MODES)
+def test_a_draft_whose_mean_is_undefined_is_drafted_again_and_keeps_the_law(
+        chain, verification, coupling):
+    """A draft mean that is not finite leaves no proposal there: the round is drafted again
+    from the same noises with ``m_p := x`` at such states (a proper kernel, the draft wherever
+    that is defined) and the target called again. On the ABOBA chain that fallback is mutually
+    singular with the target (its noise moves velocities only), which rejects there."""
+    build = LINEAR_CHAINS[chain]
+    target = build(0.0)
+    holed = _holed(type(target))
+    draft = holed(perturbation=0.4)
+    x0 = torch.zeros(NUM_CHAINS, *target.event_shape, dtype=torch.float64)
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(draft), 4, verification, coupling)
+    with pytest.warns(RuntimeWarning, match="draft's mean was not finite"):
+        result = sampler.sample(x0, generator=torch.Generator().manual_seed(23),
+                                return_trajectory=True)
+    assert holed.undefined > NUM_CHAINS
+    assert result.stats.sequential_target_calls > result.stats.rounds  # drafted again
+    verdict = gt.path_law_test(_paths(result), gt.path_law(target, x0[0]))
+    assert not verdict.rejects(ALPHA), verdict
+
+
+def test_drafting_again_from_other_noises_is_rejected(monkeypatch):
+    """A planted mutant: the round drafted again from fresh noises, while verification still
+    reads the first ones (the ratios then belong to other states): the same test rejects it."""
+    draft_again = gs.sampler._Run._draft_again
+
+    def from_other_noises(self, *args):
+        *rest, noises = args
+        return draft_again(self, *rest, torch.randn_like(noises))
+
+    target = LINEAR_CHAINS["ou"](0.0)
+    x0 = torch.zeros(NUM_CHAINS, *target.event_shape, dtype=torch.float64)
+    sampler = gs.SpeculativeSampler(target, gs.KernelDrafter(_holed(type(target))(perturbation=0.4)),
+                                    4, "block", "gamma")
+    monkeypatch.setattr(gs.sampler._Run, "_draft_again", from_other_noises)
+    with pytest.warns(RuntimeWarning):
+        broken = sampler.sample(x0, generator=torch.Generator().manual_seed(23),
+                                return_trajectory=True)
+    assert gt.path_law_test(_paths(broken), gt.path_law(target, x0[0])).rejects(ALPHA)
+
+
 @pytest.mark.parametrize("verification,coupling", MODES)
 def test_drafts_that_reach_an_undefined_target_mean_keep_the_law(verification, coupling):
     """Verification evaluates the target at every drafted state; where its mean is undefined
