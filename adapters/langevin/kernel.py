@@ -53,10 +53,10 @@ def autograd_gradient(
         x: ``(B, d)`` states (chains, or all states of a verification block).
         t: Optional ``(B,)`` step indices, used only to name the steps in error messages.
         strict: Raise on a non-finite log density or gradient. With ``strict=False`` those rows
-            come back not finite (NaN where the log density is not) and the others as usual: a verification block holds drafted states
-            that no chain may ever reach (a draft that ran off far from the target's mass), and
-            the sampler rejects the drafts that depend on such a row, raising
-            ``NonFiniteMeanError`` only if a chain would step from it.
+            come back not finite (NaN where the log density is not) and the others as usual: a
+            verification block holds drafted states that no chain may ever reach (a draft that
+            ran off far from the target's mass), and the sampler rejects the drafts that depend
+            on such a row, raising ``NonFiniteMeanError`` only if a chain would step from it.
 
     Returns:
         ``(B, d)`` gradients, detached.
