@@ -445,7 +445,6 @@ class _Run:
         self.positions = np.arange(self.gamma + 1)
         self.step_grids: dict[tuple[int, int], tuple] = {}  # CPU step grids (and views) per shape
         self.slot = None  # (slot 0, path grid) where the compiled step writes the next states
-        self.fallback_drafting = False  # a round drafted again, m_p := x where not finite
         self.fallback_rounds = 0  # rounds drafted again so (a warning names the first)
         self.full_lengths: dict[int, np.ndarray] = {}  # draft lengths when every chain drafts g
         self.fused_verification = (self.on_cpu  # compiled CPU paths (until a round says no)
@@ -1142,7 +1141,7 @@ class _Run:
         return found.tau, found.log_weight, new_x, finite
 
     def _step_general(self, means, draft_means, noises, steps, lengths, chains_np, uniforms,
-                      residual_uniforms, fresh):
+                      residual_uniforms, fresh, drafted_again=False):
         """Verification and the next states with torch operations: any covariance, any device.
 
         Returns ``(tau, log_w, next_states, finite)``: accepted lengths, ``log w_tau``, the states
@@ -1162,7 +1161,7 @@ class _Run:
             if not (drafts_finite and target_finite[drafted].all()):  # a drafted slot
                 undefined = self._undefined_target_means(
                     means, draft_means, steps, lengths, chains_np, drafted & ~target_finite,
-                    drafts_finite)  # or raises
+                    drafts_finite, drafted_again)  # or raises
                 log_ratio, deltas, _, _ = self._slot_ratios(means, draft_means, noises, steps)
         tau, log_w = accepted_lengths(log_ratio, deltas, uniforms, lengths, self.verification)
         if undefined is not None:  # a chain that would step from such a state: as a plain chain
@@ -1221,7 +1220,7 @@ class _Run:
         return log_ratio, delta, target_finite > 0, draft_finite > 0
 
     def _undefined_target_means(self, means, draft_means, steps, lengths, chains_np, undefined,
-                                drafts_finite):
+                                drafts_finite, drafted_again):
         """Drafted states where the target's mean is not finite: set ``m_q = m_p`` there.
 
         A draft that runs far from the target's mass can reach states where the target's mean
@@ -1234,14 +1233,14 @@ class _Run:
         it, where a plain chain fails), so the run follows the true target chain, failure
         included; a chain's own state (slot 0) is one it steps from whatever the round accepts.
         A non-finite draft mean (``drafts_finite`` False) raises :class:`_DraftRanOff`, for the
-        round to be drafted again with ``m_p := x`` there; after that, it raises
-        :class:`NonFiniteMeanError`.
+        round to be drafted again with ``m_p := x`` there; in a round so drafted
+        (``drafted_again``), :class:`NonFiniteMeanError`.
 
         Returns ``(rows, positions, values)``: the replaced slots (``undefined``, an ``(n,
         width)`` host mask of drafted slots) and their original means.
         """
         if not drafts_finite:
-            if not self.fallback_drafting:
+            if not drafted_again:
                 raise _DraftRanOff  # drafted again, m_p := x there (the caller)
             self._check_grid(means, draft_means, steps, lengths, chains_np, -1)  # raises
         rows, positions = np.nonzero(undefined)
@@ -1408,12 +1407,9 @@ class _Run:
                 path, draft_means, means, evaluations, flat_index, target_memory = (
                     self._draft_again(x0, t0_host, memory0, stale, lengths, width, shortest,
                                       chains_np, noises))
-                self.fallback_drafting = True
-                try:
-                    stepped = self._step_general(means, draft_means, noises, steps, lengths,
-                                                 chains_np, uniforms, residual_uniforms, fresh)
-                finally:
-                    self.fallback_drafting = False
+                stepped = self._step_general(means, draft_means, noises, steps, lengths,
+                                             chains_np, uniforms, residual_uniforms, fresh,
+                                             drafted_again=True)
         tau, log_w, new_x, finite = stepped
         if not finite:  # a non-finite mean reached the new state
             self._check_grid(means, draft_means, steps, lengths, chains_np, 0)

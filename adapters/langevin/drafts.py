@@ -46,7 +46,8 @@ def _check_target(target) -> ULAKernel:
 
 
 def _gradient_or_nan(log_density, x: torch.Tensor) -> torch.Tensor:
-    """Row-wise autograd gradient; rows with a non-finite value or gradient come back as NaN."""
+    """Row-wise autograd gradient; rows with a non-finite value come back NaN, a non-finite
+    gradient as computed (:func:`autograd_gradient` with ``strict=False``)."""
     return autograd_gradient(log_density, x, strict=False)
 
 
