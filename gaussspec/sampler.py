@@ -223,6 +223,22 @@ def sample_chain(
     if not isinstance(kernel, GaussianKernel):
         raise TypeError(f"kernel must be a GaussianKernel, got {type(kernel).__name__}")
     _check_x0(kernel, x0, generator)
+    return _finish(_plain_chain(kernel, x0, generator, return_trajectory, progress))
+
+
+def _finish(run) -> SampleResult:
+    """Drive a run's generator (``_Run.rounds``, ``_plain_chain``) to its end; its result."""
+    while True:
+        try:
+            next(run)
+        except StopIteration as end:
+            return end.value
+
+
+def _plain_chain(kernel: GaussianKernel, x0: torch.Tensor, generator, return_trajectory: bool,
+                 progress: bool):
+    """:func:`sample_chain` as a generator (inputs checked): yields the step reached after each
+    step and returns the :class:`SampleResult`; time suspended at a ``yield`` is not counted."""
     randomness = Randomness(generator, x0.shape[0], x0.device)
     chain_ids = np.arange(x0.shape[0])
     start = time.perf_counter()
@@ -244,6 +260,9 @@ def sample_chain(
         stats.rounds += 1
         stats.sequential_target_calls += 1
         bar.update(1)
+        suspended = time.perf_counter()
+        yield step + 1
+        start += time.perf_counter() - suspended  # another run's turn: not this run's time
     bar.close()
     _settle(x0.device, stats)  # the queued steps are the target calls' work (on a GPU)
     zeros = np.zeros(num_chains, dtype=np.int64)
@@ -347,6 +366,13 @@ class SpeculativeSampler:
         if checkpoint is not None and not isinstance(checkpoint, Checkpointing):
             raise TypeError(f"checkpoint must be a gaussspec.Checkpointing, got {type(checkpoint).__name__}")
         return _Run(self, x0, generator, return_trajectory, progress, checkpoint).run()
+
+    def _rounds(self, x0: torch.Tensor, generator=None):
+        """:meth:`sample` as a generator (``_Run.rounds``), the run set up at the first ``next``:
+        benchmarks interleave runs round by round (``benchmarking.harness``)."""
+        _check_x0(self.target, x0, None)
+        run = yield from _Run(self, x0, generator, False, False).rounds()
+        return run
 
     def resume(
         self,
@@ -581,6 +607,16 @@ class _Run:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> SampleResult:
+        return _finish(self.rounds())
+
+    def rounds(self):
+        """The run as a generator: yields the step every chain has reached after each round or
+        plain burst, and returns the :class:`SampleResult`.
+
+        Time spent suspended at a ``yield`` (another run's turn, when a benchmark interleaves
+        runs) counts in neither the run's wall time nor the adaptive policy's clock, and a
+        numba compilation made meanwhile does not leave this run's next round untimed.
+        """
         self.started, self.elapsed = time.perf_counter(), self.stats.wall_time
         self.mark = self.started  # the end of the adaptive policy's last update
         self.mark_compilations = compilations()  # numba compilations finished by then
@@ -593,11 +629,17 @@ class _Run:
                 active = np.nonzero(self.t_host < self.num_steps)[0]
                 if len(active) == 0:
                     break
-            if self.adaptive is not None and self._adaptive_plain(active, latest):
-                continue
-            self._round(active, latest)
-            if self.checkpoint is not None and self.stats.rounds % self.checkpoint.every_rounds == 0:
-                self._save()
+            if self.adaptive is None or not self._adaptive_plain(active, latest):  # else: plain
+                self._round(active, latest)  # steps were the adaptive policy's action
+                if self.checkpoint is not None and (
+                        self.stats.rounds % self.checkpoint.every_rounds == 0):
+                    self._save()
+            suspended, compiled = time.perf_counter(), compilations()
+            yield int(self.t_host.min())
+            paused = time.perf_counter() - suspended  # another run's turn: not this run's time
+            self.started += paused
+            self.mark += paused
+            self.mark_compilations += compilations() - compiled
         self.bar.close()
         self._fold_stats()
         if self.checkpoint is not None:

@@ -2,13 +2,21 @@
 
 Every suite measures a *case* (one kernel, one batch of start states) against a list of
 *contenders*: the plain chain first, then speculative samplers. Each repeat runs every contender
-once, in a rotated order (so no contender always runs first, after a cold start or a burst of load
-from other jobs), with the same seed for all contenders of that repeat. Reported numbers are
-medians over repeats; speed-ups are the plain chain's median wall-clock over the contender's.
-Each run starts after a garbage collection and runs with the collector off, as ``timeit`` does, so
-that collection pauses left over from other runs do not land in it (the objects that exist before
-the repeats are frozen out of those collections, which would otherwise walk every model and data
-set in the process before each run). Every contender runs once, untimed, before the repeats
+once, with the same seed for all contenders of that repeat, and the repeat's runs advance
+together: in turns, each through the same share of its chain (one of ``WAVES`` waves) before the
+next takes its turn, in a rotated order (so no contender always goes first). On a shared machine
+the speed drifts by 10-30% over a few hundred milliseconds (one kernel call's time, the same
+call repeated, moved between 0.55 and 1.03 ms in 100 ms blocks here); whole runs one after
+another (seconds each) met different speeds, and one run's ratio to another spread by 10-16%.
+Turns of tens of milliseconds put every run of a repeat through the same stretch of the
+machine's speed: the spread fell by about half on diamonds (Langevin, one chain), at the price
+of the caches each turn refills. Reported numbers are medians over repeats; speed-ups are the
+plain chain's median wall-clock over the contender's. A run's times are the sums over its turns
+(a run counts neither the time it waits for its turn nor, for the adaptive rule's cost model,
+that time between its rounds). The garbage collector is collected before each repeat and off
+during it, as ``timeit`` does, so that collection pauses left over from other runs do not land in
+a run (the objects that exist before the repeats are frozen out of those collections, which
+would otherwise walk every model and data set in the process before each repeat). Every contender runs once, untimed, before the repeats
 (numba compiles for the case's array types once per process: that is start-up, not the steady
 state these tables compare).
 """
@@ -128,8 +136,60 @@ def _run_once(contender: Contender, kernel, x0: torch.Tensor, seed: int):
     return result.stats, wall, cpu
 
 
+WAVES = 64  # a repeat's runs advance together through this many equal shares of the chain
+
+
+def _start(contender: Contender, kernel, x0: torch.Tensor, seed: int):
+    """A contender's run as a generator (``sampler._rounds`` or ``sampler._plain_chain``)."""
+    generator = torch.Generator(device=x0.device).manual_seed(seed)
+    if contender.sampler is None:
+        return gs.sampler._plain_chain(kernel, x0, generator, False, False)
+    return contender.sampler._rounds(x0, generator)
+
+
+def _run_interleaved(contenders: list[Contender], order: list[int], kernel, x0: torch.Tensor,
+                     seed: int, waves: int = WAVES) -> dict[int, tuple]:
+    """One repeat: every contender's run, interleaved in ``waves`` waves; ``{index: (stats,
+    wall, cpu)}``.
+
+    In wave ``w`` each contender (in ``order``) runs until all its chains have reached step
+    ``ceil(K (w + 1) / waves)``, so all runs go through the same share of the chain in the same
+    stretch of time (tens of milliseconds): the machine's speed, which drifts by 10-30% over a
+    few hundred milliseconds here, then weighs alike on every contender of the repeat. Each
+    run's times are the sums over its turns (the runs do not count time suspended). The garbage
+    collector is off during the repeat, collected before it.
+    """
+    runs = {index: _start(contenders[index], kernel, x0, seed) for index in order}
+    walls, cpus = dict.fromkeys(order, 0.0), dict.fromkeys(order, 0.0)
+    reached = dict.fromkeys(order, 0)  # the step all of a run's chains have reached
+    done: dict[int, tuple] = {}
+    num_steps = int(kernel.num_steps)
+    gc.collect()
+    gc.disable()
+    try:
+        for wave in range(waves):
+            goal = -(-num_steps * (wave + 1) // waves)  # ceil(K (w + 1) / waves)
+            for index in order:
+                if index in done:  # K < waves: a goal of K comes more than once
+                    continue
+                run = runs[index]
+                _sync(x0)
+                wall, cpu = time.perf_counter(), time.process_time()
+                if goal == num_steps:  # the last wave: the run to its end, its result
+                    done[index] = gs.sampler._finish(run)
+                else:
+                    while reached[index] < goal:
+                        reached[index] = next(run)
+                _sync(x0)
+                walls[index] += time.perf_counter() - wall
+                cpus[index] += time.process_time() - cpu
+    finally:
+        gc.enable()
+    return {index: (done[index].stats, walls[index], cpus[index]) for index in order}
+
+
 def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int, seed: int = 0,
-            on_row: Callable[[dict], None] | None = None) -> list[dict]:
+            on_row: Callable[[dict], None] | None = None, waves: int = WAVES) -> list[dict]:
     """Time every contender ``repeats`` times, interleaved; one summary row per contender.
 
     Args:
@@ -139,6 +199,8 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
         repeats: Rounds of runs; each runs every contender once.
         seed: Repeat ``r`` seeds every contender's generator with ``seed + r``.
         on_row: Called with each finished row (progress printing).
+        waves: A repeat's runs advance together, in turns, through this many equal shares of
+            the chain (:func:`_run_interleaved`); ``0`` runs them whole, one after another.
 
     Returns:
         Rows with medians of wall-clock, CPU time, in-target, in-draft and engine time, the
@@ -147,6 +209,8 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if isinstance(waves, bool) or not isinstance(waves, int) or waves < 0:
+        raise ValueError(f"waves must be an integer >= 0 (0: whole runs), got {waves!r}")
     if not contenders or contenders[0].sampler is not None:
         raise ValueError("the first contender must be the plain chain (benchmarking.harness.plain())")
     runs: list[list] = [[] for _ in contenders]
@@ -156,8 +220,14 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
     gc.freeze()  # what exists now (data, models) stays: the collection before each run is quick
     try:
         for repeat in range(repeats):
-            for index in rotated(list(range(len(contenders))), repeat):
-                runs[index].append(_run_once(contenders[index], kernel, x0, seed + repeat))
+            order = rotated(list(range(len(contenders))), repeat)
+            if waves:
+                measured = _run_interleaved(contenders, order, kernel, x0, seed + repeat, waves)
+                for index in order:
+                    runs[index].append(measured[index])
+            else:
+                for index in order:
+                    runs[index].append(_run_once(contenders[index], kernel, x0, seed + repeat))
     finally:
         gc.unfreeze()
     rows = []

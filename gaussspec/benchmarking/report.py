@@ -220,6 +220,13 @@ def write_result(result: SuiteResult, out_dir: Path, figures_dir: Path | None = 
     return document
 
 
+def _turns(meta: dict) -> str:
+    """How a repeat's runs were interleaved (records made before ``waves`` ran them whole)."""
+    waves = meta.get("waves", 0)
+    return (f" (each repeat's runs advancing together in {waves} turns)" if waves
+            else " (whole runs)")
+
+
 def render_markdown(result: SuiteResult) -> str:
     """The suite's markdown report: command, machine, findings, tables, figures."""
     meta = result.meta
@@ -227,7 +234,7 @@ def render_markdown(result: SuiteResult) -> str:
              f"Command: `{meta.get('command', '')}` ({meta.get('seconds', 0):.0f} s). "
              f"Machine: {meta.get('machine')}; torch {meta.get('torch')}, {meta.get('threads')} "
              f"thread(s); {meta.get('date')}; medians of {meta.get('repeats')} interleaved "
-             f"repeats; C allocator: {meta.get('allocator', 'default')}.", ""]
+             f"repeats{_turns(meta)}; C allocator: {meta.get('allocator', 'default')}.", ""]
     if result.summary:
         lines += [f"- {line}" for line in result.summary] + [""]
     for note in result.notes:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from gaussspec.benchmarking import harness
 from gaussspec.benchmarking.allocator import pin_glibc_heap
 from gaussspec.benchmarking.report import SuiteResult, machine_meta, write_result
 
@@ -73,7 +74,8 @@ def run_suite(name: str, out_dir: str, quick: bool = False, repeats: int = 3,
                        + f" --repeats {repeats}" + (f" --device {device}" if device != "cpu" else ""))
         pinned = pin_glibc_heap() if allocator == "pinned" else None
         meta = {**machine_meta(device), "command": command, "quick": quick, "tiny": tiny,
-                "repeats": repeats, "allocator": pinned or "default"}
+                "repeats": repeats, "allocator": pinned or "default",
+                "waves": harness.WAVES}  # each repeat's runs advance together in these turns
         result = SuiteResult(suite=name, meta=meta)
         start = time.perf_counter()
         module = importlib.import_module(SUITES[name])

@@ -108,3 +108,66 @@ def test_figures_folder_may_be_the_results_folder(tmp_path):
     document = write_result(result, tmp_path, figures_dir=tmp_path)
     assert (tmp_path / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "tiny.json").exists() and document["figures"] == ["tiny.png"]
+
+
+def _ou(num_steps=40):
+    from gaussspec.testing import chains
+
+    target = chains.OrnsteinUhlenbeckKernel(dimension=3, num_steps=num_steps)
+    draft = gs.KernelDrafter(chains.OrnsteinUhlenbeckKernel(dimension=3, num_steps=num_steps,
+                                                            perturbation=0.3))
+    return target, draft, torch.zeros(2, 3, dtype=torch.float64)
+
+
+def test_interleaved_runs_equal_whole_runs():
+    """A repeat's runs advanced in waves give each run's own result: the same states and counts
+    as the run made whole (the plain chain and fixed draft lengths: their paths depend on the
+    seed alone)."""
+    target, draft, x0 = _ou()
+    contenders = [harness.plain(), harness.speculative(target, draft, 3),
+                  harness.speculative(target, gs.FreeDrafter(), 5)]
+    for waves in (1, 7, 64):  # 64 waves: more than the chain's 40 steps
+        measured = harness._run_interleaved(contenders, [1, 2, 0], target, x0, 11, waves)
+        for index, contender in enumerate(contenders):
+            generator = torch.Generator().manual_seed(11)
+            whole = (gs.sample_chain(target, x0, generator=generator)
+                     if contender.sampler is None else contender.sampler.sample(x0, generator))
+            stats, wall, cpu = measured[index]
+            assert stats.rounds == whole.stats.rounds
+            assert stats.sequential_target_calls == whole.stats.sequential_target_calls
+            assert wall > 0 and cpu > 0
+    rows = harness.measure(target, x0, contenders, 2, waves=5)
+    assert rows[1]["block_efficiency"] > 1.0 and len(rows[2]["wall_s_all"]) == 2
+    with pytest.raises(ValueError, match="waves must be an integer >= 0"):
+        harness.measure(target, x0, contenders, 1, waves=-1)
+
+
+def test_a_run_does_not_count_time_it_waits_for_its_turn():
+    """Between two turns a run is suspended: its wall time, and the adaptive rule's round
+    times, leave that wait out (a rule that counted it would price every round 20 ms dearer)."""
+    import time
+
+    target, draft, x0 = _ou(30)
+    states = []
+
+    class Kept(gs.AdaptiveDraftLength):
+        def start(self, num_chains):
+            states.append(super().start(num_chains))
+            return states[-1]
+
+    sampler = gs.SpeculativeSampler(target, draft, Kept(max_draft_length=4))
+    for run in (sampler._rounds(x0, torch.Generator().manual_seed(3)),
+                gs.sampler._plain_chain(target, x0, torch.Generator().manual_seed(3), False,
+                                        False)):
+        started, waited = time.perf_counter(), 0.0
+        try:
+            while True:
+                next(run)
+                time.sleep(0.02)  # another run's turn
+                waited += 0.02
+        except StopIteration as end:
+            result = end.value
+        elapsed = time.perf_counter() - started
+        assert result.stats.wall_time < elapsed - 0.9 * waited
+    _, _, seconds = states[0].rates(2, False)
+    assert 0.0 < seconds.max() < 0.01  # OU rounds take well under a millisecond here
