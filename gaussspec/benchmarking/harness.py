@@ -136,7 +136,8 @@ def _run_once(contender: Contender, kernel, x0: torch.Tensor, seed: int):
     return result.stats, wall, cpu
 
 
-WAVES = 64  # a repeat's runs advance together through this many equal shares of the chain
+WAVES = 64  # a repeat's runs advance together through at most this many shares of the chain
+MIN_TURN = 0.02  # seconds: the fastest contender's turns last about this long, at least
 
 
 def _start(contender: Contender, kernel, x0: torch.Tensor, seed: int):
@@ -147,18 +148,35 @@ def _start(contender: Contender, kernel, x0: torch.Tensor, seed: int):
     return contender.sampler._rounds(x0, generator)
 
 
+def waves_for(fastest_run: float, most: int = WAVES, min_turn: float = MIN_TURN) -> int:
+    """The waves of a case whose fastest contender's run takes ``fastest_run`` seconds: as many
+    as give its turns ``min_turn`` seconds, between 1 and ``most``.
+
+    A turn that follows another contender's pays for the caches that turn took (measured on
+    kidiq, Laplace drafter, g = 32, a 0.19 s run: 15% slower in 64 turns after the plain
+    chain's, no slower in 64 turns after a copy of itself, or in 16 after the plain chain's):
+    turns of a few milliseconds would charge the fastest runs most.
+    """
+    return max(1, min(most, int(fastest_run / min_turn)))
+
+
 def _run_interleaved(contenders: list[Contender], order: list[int], kernel, x0: torch.Tensor,
                      seed: int, waves: int = WAVES) -> dict[int, tuple]:
     """One repeat: every contender's run, interleaved in ``waves`` waves; ``{index: (stats,
     wall, cpu)}``.
 
-    In wave ``w`` each contender (in ``order``) runs until all its chains have reached step
-    ``ceil(K (w + 1) / waves)``, so all runs go through the same share of the chain in the same
-    stretch of time (tens of milliseconds): the machine's speed, which drifts by 10-30% over a
-    few hundred milliseconds here, then weighs alike on every contender of the repeat. Each
-    run's times are the sums over its turns (the runs do not count time suspended). The garbage
-    collector is off during the repeat, collected before it.
+    In wave ``w`` each contender runs until all its chains have reached step ``ceil(K (w + 1) /
+    waves)``, so all runs go through the same share of the chain in the same stretch of time:
+    the machine's speed, which drifts by 10-30% over a few hundred milliseconds here, then
+    weighs alike on every contender of the repeat. ``order`` is the first wave's order; each
+    later wave takes the contenders in an order drawn from ``seed``, so that no contender
+    always follows the same one (a turn pays for the caches the turn before it took, and a
+    fixed order would charge that to the same contenders every time: on eight_schools, free
+    drafter, the rule read 7.7% behind g = 16 when it always followed g = 32's turn, and 0.7%
+    ahead in another order). Each run's times are the sums over its turns (the runs do not
+    count time suspended). The garbage collector is off during the repeat, collected before it.
     """
+    shuffle = np.random.default_rng(seed)
     runs = {index: _start(contenders[index], kernel, x0, seed) for index in order}
     walls, cpus = dict.fromkeys(order, 0.0), dict.fromkeys(order, 0.0)
     reached = dict.fromkeys(order, 0)  # the step all of a run's chains have reached
@@ -169,7 +187,7 @@ def _run_interleaved(contenders: list[Contender], order: list[int], kernel, x0: 
     try:
         for wave in range(waves):
             goal = -(-num_steps * (wave + 1) // waves)  # ceil(K (w + 1) / waves)
-            for index in order:
+            for index in (order if wave == 0 else shuffle.permutation(order).tolist()):
                 if index in done:  # K < waves: a goal of K comes more than once
                     continue
                 run = runs[index]
@@ -199,8 +217,10 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
         repeats: Rounds of runs; each runs every contender once.
         seed: Repeat ``r`` seeds every contender's generator with ``seed + r``.
         on_row: Called with each finished row (progress printing).
-        waves: A repeat's runs advance together, in turns, through this many equal shares of
-            the chain (:func:`_run_interleaved`); ``0`` runs them whole, one after another.
+        waves: A repeat's runs advance together, in turns, through at most this many equal
+            shares of the chain (:func:`_run_interleaved`; fewer where the fastest contender's
+            untimed run would make turns shorter than ``MIN_TURN``, :func:`waves_for`); ``0``
+            runs them whole, one after another.
 
     Returns:
         Rows with medians of wall-clock, CPU time, in-target, in-draft and engine time, the
@@ -214,8 +234,10 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
     if not contenders or contenders[0].sampler is not None:
         raise ValueError("the first contender must be the plain chain (benchmarking.harness.plain())")
     runs: list[list] = [[] for _ in contenders]
-    for contender in contenders:  # untimed: compilations for this case's array types, caches
-        _run_once(contender, kernel, x0, seed)  # the first repeat's seed: a path known to run
+    untimed = [_run_once(contender, kernel, x0, seed)  # the first repeat's seed: a path known
+               for contender in contenders]  # to run; compilations for this case's arrays, caches
+    if waves:
+        waves = waves_for(min(run[1] for run in untimed), waves)
     gc.collect()
     gc.freeze()  # what exists now (data, models) stays: the collection before each run is quick
     try:
@@ -238,6 +260,7 @@ def measure(kernel, x0: torch.Tensor, contenders: list[Contender], repeats: int,
         row = {
             "label": contender.label, **contender.info,
             "chains": int(x0.shape[0]), "num_steps": int(kernel.num_steps), "repeats": repeats,
+            "waves": waves,  # the turns each run of a repeat took (0: whole runs)
             "wall_s": statistics.median(walls), "wall_s_all": walls,
             "wall_spread": (max(walls) - min(walls)) / statistics.median(walls),
             "cpu_s": statistics.median(m[2] for m in measured),

@@ -223,8 +223,9 @@ def write_result(result: SuiteResult, out_dir: Path, figures_dir: Path | None = 
 def _turns(meta: dict) -> str:
     """How a repeat's runs were interleaved (records made before ``waves`` ran them whole)."""
     waves = meta.get("waves", 0)
-    return (f" (each repeat's runs advancing together in {waves} turns)" if waves
-            else " (whole runs)")
+    return (f" (each repeat's runs advancing together in turns: at most {waves} a run, each "
+            f"turn of the fastest run about {meta.get('min_turn', 0.02) * 1e3:.0f} ms or more, "
+            "in a shuffled order)" if waves else " (whole runs)")
 
 
 def render_markdown(result: SuiteResult) -> str:

@@ -75,7 +75,8 @@ def run_suite(name: str, out_dir: str, quick: bool = False, repeats: int = 3,
         pinned = pin_glibc_heap() if allocator == "pinned" else None
         meta = {**machine_meta(device), "command": command, "quick": quick, "tiny": tiny,
                 "repeats": repeats, "allocator": pinned or "default",
-                "waves": harness.WAVES}  # each repeat's runs advance together in these turns
+                "waves": harness.WAVES,  # each repeat's runs advance together in turns:
+                "min_turn": harness.MIN_TURN}  # at most WAVES, of at least MIN_TURN seconds
         result = SuiteResult(suite=name, meta=meta)
         start = time.perf_counter()
         module = importlib.import_module(SUITES[name])

@@ -171,3 +171,10 @@ def test_a_run_does_not_count_time_it_waits_for_its_turn():
         assert result.stats.wall_time < elapsed - 0.9 * waited
     _, _, seconds = states[0].rates(2, False)
     assert 0.0 < seconds.max() < 0.01  # OU rounds take well under a millisecond here
+
+
+def test_waves_give_the_fastest_run_turns_of_min_turn():
+    assert harness.waves_for(1.28) == 64  # 20 ms turns or longer: at most WAVES
+    assert harness.waves_for(0.19) == 9  # 21 ms turns
+    assert harness.waves_for(0.005) == 1  # a run shorter than a turn: whole
+    assert harness.waves_for(10.0, most=16) == 16
